@@ -1,0 +1,91 @@
+"""Find every image under a file or folder: NIfTI files and DICOM series, nested and mixed."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from medsynth.errors import MedsynthError
+from medsynth.io.dicom_read import DicomSeries, read_dicom_series, scan_dicom
+from medsynth.io.files import is_nifti, nifti_stem, safe_name, unique_names
+from medsynth.io.image import MedicalImage
+from medsynth.io.nifti import read_nifti
+
+log = logging.getLogger("medsynth")
+
+
+@dataclass
+class ImageSource:
+    """One image found on disk, not yet read: a NIfTI file or a DICOM series.
+
+    Attributes:
+        name: unique, file-name-safe name for outputs (NIfTI stem, or DICOM series number and
+            description).
+        path: the NIfTI file, or the folder holding the DICOM series.
+        series: the DICOM series (``None`` for NIfTI).
+    """
+
+    name: str
+    path: Path
+    series: DicomSeries | None = None
+
+    @property
+    def format(self) -> str:
+        return "nifti" if self.series is None else "dicom"
+
+    def read(self) -> MedicalImage:
+        image = read_nifti(self.path) if self.series is None else read_dicom_series(self.series)
+        image.meta["name"] = self.name
+        return image
+
+
+def _walk(root: Path) -> list[Path]:
+    """All regular files below ``root`` in a stable order, hidden files and folders skipped."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found.extend(Path(folder) / f for f in sorted(files) if not f.startswith("."))
+    return found
+
+
+def find_images(path: str | os.PathLike) -> list[ImageSource]:
+    """Every NIfTI file and DICOM series under ``path`` (a file or a folder), in a stable order.
+
+    DICOM files are recognised by content (``DICM`` magic) or a ``.dcm`` suffix and grouped by
+    SeriesInstanceUID, wherever they lie. Files that look like DICOM but cannot be parsed are
+    reported as warnings (their series is then checked for gaps when read).
+
+    Raises:
+        MedsynthError: ``path`` does not exist, or holds no image.
+    """
+    root = Path(path)
+    if not root.exists():
+        raise MedsynthError(f"{root}: no such file or folder")
+    files = [root] if root.is_file() else _walk(root)
+    nifti_files = [f for f in files if is_nifti(f)]
+    scan = scan_dicom([f for f in files if not is_nifti(f)])
+    for bad, reason in scan.unreadable.items():
+        log.warning("%s: skipped unreadable DICOM file (%s)", bad, reason)
+    candidates = [(nifti_stem(f), f, None) for f in nifti_files]
+    candidates += [(s.name, s.folder, s) for s in sorted(scan.series, key=lambda s: (str(s.folder), s.name))]
+    if not candidates:
+        if not files:
+            raise MedsynthError(f"{root}: folder is empty")
+        if scan.unreadable:
+            first = next(iter(scan.unreadable.items()))
+            raise MedsynthError(f"{first[0]}: no readable image under {root} ({first[1]})")
+        raise MedsynthError(f"{root}: no NIfTI file or DICOM image series found ({len(files)} other files)")
+    names = unique_names([safe_name(name) for name, _, _ in candidates])
+    return [ImageSource(name, p, series) for name, (_, p, series) in zip(names, candidates)]
+
+
+def read_image(path: str | os.PathLike) -> MedicalImage:
+    """Read one image: a NIfTI file, a DICOM file, or a folder holding exactly one DICOM series."""
+    sources = find_images(path)
+    if len(sources) > 1:
+        names = ", ".join(s.name for s in sources[:5])
+        raise MedsynthError(f"{path}: holds {len(sources)} images ({names}...); pass one file or series folder, "
+                            "or use find_images()")
+    return sources[0].read()
