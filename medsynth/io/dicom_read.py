@@ -56,12 +56,15 @@ class DicomSeries:
 
     @property
     def name(self) -> str:
-        """Output name from series number and description (dcm2niix's ``%s_%d``), header-safe."""
-        parts = [p for p in (self.number, self.description) if p]
-        return safe_name("_".join(parts) or self.modality, fallback="series")
+        """Output name: series number and description (dcm2niix's ``%s_%d``), else modality; header-safe."""
+        parts = [p for p in (self.number, self.description or self.modality) if p]
+        return safe_name("_".join(parts), fallback="series")
 
     @property
-    def folder(self) -> Path:
+    def location(self) -> Path:
+        """The file of a one-file series, else the folder that holds all its files."""
+        if len(self.files) == 1:
+            return self.files[0]
         return Path(os.path.commonpath([str(f.parent) for f in self.files]))
 
 
@@ -270,7 +273,7 @@ def read_dicom_series(series: DicomSeries) -> MedicalImage:
         affine_lps[:3, 2] = first.normal * _single_slice_thickness(headers[0], files[0])
     affine_lps[:3, 3] = first.position
     affine = LPS_TO_RAS @ affine_lps
-    source = str(series.folder)
+    source = str(series.location)
     check_affine(affine, source)
     check_voxels(array, source)
     meta = {"source": source, "name": series.name, "format": "dicom", "modality": series.modality,

@@ -23,7 +23,7 @@ class ImageSource:
     Attributes:
         name: unique, file-name-safe name for outputs (NIfTI stem, or DICOM series number and
             description).
-        path: the NIfTI file, or the folder holding the DICOM series.
+        path: the NIfTI file, or the DICOM series' folder (its file, for a one-file series).
         series: the DICOM series (``None`` for NIfTI).
     """
 
@@ -69,7 +69,7 @@ def find_images(path: str | os.PathLike) -> list[ImageSource]:
     for bad, reason in scan.unreadable.items():
         log.warning("%s: skipped unreadable DICOM file (%s)", bad, reason)
     candidates = [(nifti_stem(f), f, None) for f in nifti_files]
-    candidates += [(s.name, s.folder, s) for s in sorted(scan.series, key=lambda s: (str(s.folder), s.name))]
+    candidates += [(s.name, s.location, s) for s in sorted(scan.series, key=lambda s: (str(s.location), s.name))]
     if not candidates:
         if not files:
             raise MedsynthError(f"{root}: folder is empty")
@@ -85,7 +85,7 @@ def read_image(path: str | os.PathLike) -> MedicalImage:
     """Read one image: a NIfTI file, a DICOM file, or a folder holding exactly one DICOM series."""
     sources = find_images(path)
     if len(sources) > 1:
-        names = ", ".join(s.name for s in sources[:5])
-        raise MedsynthError(f"{path}: holds {len(sources)} images ({names}...); pass one file or series folder, "
+        names = ", ".join(s.name for s in sources[:3]) + (", ..." if len(sources) > 3 else "")
+        raise MedsynthError(f"{path}: holds {len(sources)} images ({names}); pass one file or series folder, "
                             "or use find_images()")
     return sources[0].read()

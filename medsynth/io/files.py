@@ -40,7 +40,7 @@ def safe_name(text: str, fallback: str = "image") -> str:
     files) and the result is at most ``MAX_NAME_LENGTH`` characters.
     """
     text = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
-    text = re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+    text = re.sub(r"[^A-Za-z0-9._-]+|\.{2,}", "_", text)
     text = re.sub(r"_+", "_", text).strip("._-")
     text = text[:MAX_NAME_LENGTH].rstrip("._-")
     return text or fallback

@@ -1,0 +1,30 @@
+"""The ``medsynth`` command line: a thin typer layer over the Python API.
+
+Each command lives in its own module and imports heavy libraries inside the command, so that
+``medsynth --help`` is instant. Exit codes: 0 success, 1 error (one ``error:`` line on stderr),
+2 bad usage.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from medsynth.cli.convert import convert
+from medsynth.cli.info import info
+from medsynth.cli.sample_data import sample_data
+
+app = typer.Typer(
+    name="medsynth",
+    help="Medical image synthesis with diffusion models and conditional GANs, built on MONAI.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+app.command()(info)
+app.command()(convert)
+app.command("sample-data")(sample_data)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,46 @@
+"""What every command shares: one-line errors with exit code 1, and warnings on stderr."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from medsynth.errors import MedsynthError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def setup_logging() -> None:
+    """Send medsynth's warnings to stderr as ``warning: <message>``."""
+    logger = logging.getLogger("medsynth")
+    if not any(getattr(h, "_medsynth", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        handler._medsynth = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logging.addLevelName(logging.WARNING, "warning")
+    logging.addLevelName(logging.INFO, "info")
+
+
+def command(function: F) -> F:
+    """Wrap a command: a :class:`MedsynthError` becomes ``error: <message>`` and exit code 1."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        setup_logging()
+        try:
+            return function(*args, **kwargs)
+        except MedsynthError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
