@@ -55,7 +55,8 @@ class SeriesSpec:
 
     def stored(self) -> np.ndarray:
         """Stored pixel values, shape (slices, rows, columns)."""
-        return np.random.default_rng(self.seed).integers(0, 1000, (self.slices, self.rows, self.columns)).astype(np.int16)
+        shape = (self.slices, self.rows, self.columns)
+        return np.random.default_rng(self.seed).integers(0, 1000, shape).astype(np.int16)
 
     def expected(self) -> MedicalImage:
         """The image medsynth should read: (columns, rows, slices) in RAS+, slices ascending along the normal."""

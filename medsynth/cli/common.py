@@ -15,17 +15,19 @@ from medsynth.errors import MedsynthError
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+
+
 def setup_logging() -> None:
-    """Send medsynth's warnings to stderr as ``warning: <message>``."""
+    """Send medsynth's warnings and notes to stderr as ``warning: <message>``."""
     logger = logging.getLogger("medsynth")
-    if not any(getattr(h, "_medsynth", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        handler._medsynth = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
     logger.setLevel(logging.INFO)
-    logging.addLevelName(logging.WARNING, "warning")
-    logging.addLevelName(logging.INFO, "info")
 
 
 def command(function: F) -> F:

@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated
 
 import typer
 
@@ -50,7 +51,9 @@ def collect_info() -> dict[str, str]:
 
 
 @command
-def info(as_json: bool = typer.Option(False, "--json", help="Print the information as one JSON object.")) -> None:
+def info(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the information as one JSON object.")] = False,
+) -> None:
     """Show versions of medsynth, torch and MONAI, the CPU/CUDA devices, and where sample data lives."""
     details = collect_info()
     if as_json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,7 +12,7 @@ from medsynth.cli.common import command
 
 @command
 def sample_data(
-    output_dir: Path = typer.Argument(..., help="Folder to write the sample data into (created if missing)."),
+    output_dir: Annotated[Path, typer.Argument(help="Folder to write the sample data into (created if missing).")],
 ) -> None:
     """Write real sample data that ships with medsynth's dependencies (no download).
 

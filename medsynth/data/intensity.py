@@ -42,7 +42,8 @@ def window_bounds(window: Window) -> tuple[float, float]:
     """
     if isinstance(window, str):
         if window not in CT_WINDOWS:
-            raise ValueError(f"unknown CT window {window!r}; choose one of {sorted(CT_WINDOWS)} or give (level, width)")
+            raise ValueError(f"unknown CT window {window!r}; choose one of {sorted(CT_WINDOWS)} "
+                             "or give (level, width)")
         level, width = CT_WINDOWS[window]
     else:
         level, width = (float(v) for v in window)
@@ -112,8 +113,8 @@ class ModalityNormalize(Transform):
     """Scale a channel-first image to [0, 1] by the rule of its modality, clipping outside values.
 
     CT: HU window (``window``) mapped to [0, 1]. MR and other modalities: the ``lower``/``upper``
-    percentiles (over the whole image, or its nonzero voxels) mapped to [0, 1], the usual robust
-    min-max normalisation for MR synthesis (e.g. Dar et al. 2019, IEEE TMI 38:2375). The modality is
+    percentiles (over the whole image, or its nonzero voxels) mapped to [0, 1]: robust min-max
+    scaling, with nnU-Net's percentile clipping (Isensee et al. 2021, Nat. Methods 18:203). The modality is
     ``modality`` when given, else ``img.meta["modality"]`` of a MetaTensor, else unknown (MR rule).
 
     MetaTensor outputs carry the applied scaling in ``meta["intensity_scaling"]``
@@ -136,7 +137,9 @@ class ModalityNormalize(Transform):
         upper: float = 99.5,
         nonzero: bool = False,
     ) -> None:
-        window_bounds(window)  # fail early on a bad window
+        window_bounds(window)  # fail early on bad settings
+        if not 0.0 <= lower < upper <= 100.0:
+            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}")
         self.modality = modality
         self.window = window
         self.lower = lower
@@ -150,8 +153,7 @@ class ModalityNormalize(Transform):
             modality = img.meta.get("modality")
         scaling = intensity_scaling(img, modality, window=self.window, lower=self.lower, upper=self.upper,
                                     nonzero=self.nonzero)
-        scale = ScaleIntensityRange(a_min=scaling["low"], a_max=scaling["high"], b_min=0.0, b_max=1.0, clip=True)
-        out = scale(img)
+        out = ScaleIntensityRange(scaling["low"], scaling["high"], b_min=0.0, b_max=1.0, clip=True)(img)
         out = convert_to_dst_type(out, dst=img, dtype=np.float32)[0]
         if isinstance(out, MetaTensor):
             out.meta = {**out.meta, SCALING_KEY: scaling}

@@ -16,6 +16,7 @@ from medsynth.io.dicom_write import write_dicom_series
 from medsynth.io.discovery import find_images
 from medsynth.io.files import prepare_output_dir, write_datalist
 from medsynth.io.nifti import write_nifti
+from medsynth.io.pairing import check_label, pair_labels
 
 log = logging.getLogger("medsynth")
 OutputFormat = Literal["nifti", "dicom"]
@@ -25,27 +26,32 @@ def convert(
     input_path: str | os.PathLike,
     output_dir: str | os.PathLike,
     output_format: OutputFormat = "nifti",
+    labels_path: str | os.PathLike | None = None,
     skip_invalid: bool = False,
     progress: bool = True,
 ) -> list[dict[str, str]]:
     """Convert all images under ``input_path`` into ``output_dir`` and write ``dataset.json``.
 
-    One output per NIfTI file or DICOM series: ``<name>.nii.gz`` or a ``<name>/`` DICOM series
-    folder, where ``name`` comes from the file stem or the series number and description
-    (made file-name safe). All outputs are staged and moved into place only once every input
-    has been read, so a failure leaves no partial output. Nothing is written under the input.
+    One output per NIfTI file or DICOM series: ``images/<name>.nii.gz`` or an ``images/<name>/``
+    DICOM series folder, where ``name`` comes from the file stem or the series number and
+    description (made file-name safe). With ``labels_path``, each image's label map (matched by
+    name, checked to be integer and on the image grid) goes to ``labels/<name>.nii.gz``. All
+    outputs are staged and moved into place only once every input has been read, so a failure
+    leaves no partial output. Nothing is written under the input folders.
 
     Args:
         input_path: a file or a folder (searched recursively).
-        output_dir: created if needed; must not lie inside the input folder.
-        output_format: ``"nifti"`` or ``"dicom"``.
+        output_dir: created if needed; must not lie inside an input folder.
+        output_format: ``"nifti"`` or ``"dicom"`` for images (label maps are always NIfTI:
+            DICOM stores segmentations as DICOM-SEG, not as images).
+        labels_path: optional folder of label maps named like the images.
         skip_invalid: warn about and skip inputs that cannot be read (e.g. localizers with
             several orientations in one series) instead of failing.
         progress: show a progress bar.
 
     Returns:
-        The datalist entries written: ``{"image": relative output path, "source": relative
-        input path, "modality": ...}``.
+        The datalist entries written: ``{"image": ..., ["label": ...,] "source": ...,
+        "modality": ...}``, paths relative to ``output_dir`` (``source``: to the input).
 
     Raises:
         MedsynthError: no image found, an input is invalid (unless ``skip_invalid``), or the
@@ -55,31 +61,41 @@ def convert(
         raise MedsynthError(f"unknown output format {output_format!r}; use 'nifti' or 'dicom'")
     input_path = Path(input_path)
     sources = find_images(input_path)
+    pairs = pair_labels(sources, labels_path) if labels_path is not None else [(s, None) for s in sources]
     out = prepare_output_dir(output_dir, input_path)
+    if labels_path is not None:
+        prepare_output_dir(out, labels_path)
     input_root = input_path if input_path.is_dir() else input_path.parent
     entries: list[dict[str, str]] = []
     staging = Path(tempfile.mkdtemp(prefix=".medsynth-staging-", dir=out))
     try:
-        for source in tqdm(sources, desc="convert", unit="image", disable=not progress or None):
+        for source, label_source in tqdm(pairs, desc="convert", unit="image", disable=not progress or None):
             try:
                 image = source.read()
+                label = check_label(label_source.read(), image) if label_source is not None else None
             except MedsynthError as err:
                 if not skip_invalid:
                     raise
                 log.warning("skipped %s", err)
                 continue
-            target = f"{source.name}.nii.gz" if output_format == "nifti" else source.name
+            entry = {"image": f"images/{source.name}" + (".nii.gz" if output_format == "nifti" else "")}
             if output_format == "nifti":
-                write_nifti(image, staging / target)
+                write_nifti(image, staging / entry["image"])
             else:
-                write_dicom_series(image, staging / target, series_description=image.meta.get("series_description")
-                                   or source.name, uid_seed=None)
-            entries.append({"image": target, "source": os.path.relpath(source.path, input_root),
-                            "modality": str(image.meta.get("modality", "unknown"))})
+                write_dicom_series(image, staging / entry["image"],
+                                   series_description=image.meta.get("series_description") or source.name)
+            if label is not None:
+                entry["label"] = f"labels/{source.name}.nii.gz"
+                write_nifti(label, staging / entry["label"])
+            entry["source"] = os.path.relpath(source.path, input_root)
+            entry["modality"] = str(image.meta.get("modality", "unknown"))
+            entries.append(entry)
         if not entries:
             raise MedsynthError(f"{input_path}: none of the {len(sources)} images could be converted")
         for entry in entries:
-            _replace(staging / entry["image"], out / entry["image"])
+            for key in ("image", "label"):
+                if key in entry:
+                    _replace(staging / entry[key], out / entry[key])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_datalist(out, entries, f"medsynth convert of {input_path.name} ({output_format})")
@@ -88,6 +104,7 @@ def convert(
 
 def _replace(staged: Path, target: Path) -> None:
     """Move a staged file or folder onto ``target``, replacing an older output of that name."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     if target.is_dir() and not target.is_symlink():
         shutil.rmtree(target)
     os.replace(staged, target)

@@ -103,7 +103,7 @@ def scan_dicom(paths: list[Path]) -> DicomScan:
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=path.suffix.lower() == ".dcm")
             is_image = "Rows" in ds and "Columns" in ds
-            sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta", None), "MediaStorageSOPClassUID", ""))
+            sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
         except Exception as err:  # pydicom raises many types on corrupt headers
             unreadable[path] = describe(err)
             continue
@@ -157,14 +157,15 @@ def _slice_geometry(ds: Dataset, path: Path) -> _SliceGeometry | None:
         raise MedsynthError(f"{path}: PixelSpacing must be positive, got {spacing.tolist()}")
     row, col = orientation[:3], orientation[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2 or abs(row @ col) > 1e-2:
-        raise MedsynthError(f"{path}: ImageOrientationPatient is not two orthogonal unit vectors ({orientation.tolist()})")
+        raise MedsynthError(f"{path}: ImageOrientationPatient is not two orthogonal unit vectors "
+                            f"({orientation.tolist()})")
     row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
     return _SliceGeometry(row, col, spacing, position)
 
 
 def _check_same(series: DicomSeries, keyword: str, values: list, describe_value: Callable = str) -> None:
     first = values[0]
-    for path, value in zip(series.files, values):
+    for path, value in zip(series.files, values, strict=True):
         if not _equal(value, first):
             raise MedsynthError(f"{path}: {keyword} {describe_value(value)} differs from the rest of series "
                                 f"'{series.name}' ({describe_value(first)}); medsynth reads one grid per series")
@@ -191,7 +192,7 @@ def read_dicom_series(series: DicomSeries) -> MedicalImage:
     if not series.files:
         raise MedsynthError(f"series {series.uid}: no files")
     files, headers = series.files, series.headers
-    for path, ds in zip(files, headers):
+    for path, ds in zip(files, headers, strict=True):
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         if frames > 1:
             raise MedsynthError(f"{path}: multi-frame (enhanced) DICOM with {frames} frames is not supported; "
@@ -204,10 +205,10 @@ def read_dicom_series(series: DicomSeries) -> MedicalImage:
         raise MedsynthError(f"{files[0]}: declared size {rows}x{cols}x{len(files)} is empty or larger than "
                             f"{MAX_VOXELS} voxels")
 
-    geometries = [_slice_geometry(ds, path) for path, ds in zip(files, headers)]
+    geometries = [_slice_geometry(ds, path) for path, ds in zip(files, headers, strict=True)]
     if any(g is None for g in geometries):
         if len(files) > 1:
-            missing = next(p for p, g in zip(files, geometries) if g is None)
+            missing = next(p for p, g in zip(files, geometries, strict=True) if g is None)
             raise MedsynthError(f"{missing}: ImageOrientationPatient/ImagePositionPatient missing in a "
                                 f"{len(files)}-file series; cannot place its slices in space")
         log.warning("%s: no patient geometry (ImageOrientationPatient/ImagePositionPatient); using an "
@@ -217,8 +218,8 @@ def read_dicom_series(series: DicomSeries) -> MedicalImage:
             spacing = _floats(headers[0], "ImagerPixelSpacing", 2, files[0])
         spacing = np.ones(2) if spacing is None else spacing
         geometries = [_SliceGeometry(np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), spacing, np.zeros(3))]
-    _check_same(series, "ImageOrientationPatient", [np.concatenate([g.row_cosine, g.column_cosine]) for g in geometries],
-                lambda v: np.round(v, 5).tolist())
+    orientations = [np.concatenate([g.row_cosine, g.column_cosine]) for g in geometries]
+    _check_same(series, "ImageOrientationPatient", orientations, lambda v: np.round(v, 5).tolist())
     _check_same(series, "PixelSpacing", [g.pixel_spacing for g in geometries], lambda v: np.round(v, 5).tolist())
 
     normal = geometries[0].normal
@@ -240,7 +241,7 @@ def read_dicom_series(series: DicomSeries) -> MedicalImage:
         _check_even(series.name, files, distances)
 
     slices, kept = [], []
-    for index, (path, ds) in enumerate(zip(files, headers)):
+    for index, path in enumerate(files):
         try:
             slices.append(_pixels(path))
             kept.append(index)

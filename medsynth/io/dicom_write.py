@@ -114,7 +114,8 @@ def write_dicom_series(
                     ds.SpacingBetweenSlices = _ds(thickness)
                 ds.Rows, ds.Columns = array.shape[1], array.shape[0]
                 ds.RescaleSlope, ds.RescaleIntercept = _ds(slope), _ds(intercept)
-                ds.WindowCenter, ds.WindowWidth = _ds((low + high) / 2), _ds(max(high - low, 1.0))  # DICOM forbids widths < 1
+                # DICOM forbids window widths < 1
+                ds.WindowCenter, ds.WindowWidth = _ds((low + high) / 2), _ds(max(high - low, 1.0))
                 ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
                 ds.save_as(tmp / f"IM{k + 1:05d}.dcm", enforce_file_format=True)
     except OSError as err:

@@ -78,7 +78,7 @@ def find_images(path: str | os.PathLike) -> list[ImageSource]:
             raise MedsynthError(f"{first[0]}: no readable image under {root} ({first[1]})")
         raise MedsynthError(f"{root}: no NIfTI file or DICOM image series found ({len(files)} other files)")
     names = unique_names([safe_name(name) for name, _, _ in candidates])
-    return [ImageSource(name, p, series) for name, (_, p, series) in zip(names, candidates)]
+    return [ImageSource(name, p, series) for name, (_, p, series) in zip(names, candidates, strict=True)]
 
 
 def read_image(path: str | os.PathLike) -> MedicalImage:

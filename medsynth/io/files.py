@@ -77,15 +77,16 @@ def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
 def prepare_output_dir(output_dir: str | os.PathLike, input_path: str | os.PathLike | None = None) -> Path:
     """Create ``output_dir`` if needed and check it is writable and not inside the input.
 
+    ``input_path`` may be a folder (the output must not lie below it) or a file (the output
+    must not be that file).
+
     Raises:
         MedsynthError: the folder is inside ``input_path``, is a file, or cannot be written.
     """
     output_dir = Path(output_dir)
-    if input_path is not None:
-        input_root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
-        if is_inside(output_dir, input_root):
-            raise MedsynthError(f"{output_dir}: output folder is inside the input folder {input_root}; "
-                                "medsynth never writes into its input")
+    if input_path is not None and is_inside(output_dir, input_path):
+        raise MedsynthError(f"{output_dir}: output folder is inside the input {input_path}; "
+                            "medsynth never writes into its input")
     if output_dir.exists() and not output_dir.is_dir():
         raise MedsynthError(f"{output_dir}: output path exists and is not a folder")
     try:
