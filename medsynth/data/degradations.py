@@ -133,7 +133,8 @@ def low_dose_ct_noise(
     geometry and without electronic noise or beam hardening.
 
     The noise variance scales as ``1 / (photons * num_views)``. Cost: one radon and one iradon
-    per slice, about 20 ms for a 64x64 slice with the default 101 views (a 64^3 volume ~1.5 s).
+    per slice, about 20 ms for a 64x64 slice with the default 101 views (a 64^3 volume ~1.3 s
+    on one CPU core).
 
     Args:
         image_hu: ``(C, *spatial)`` image in Hounsfield units (apply before normalisation).

@@ -28,7 +28,7 @@ def mni152(resolution_mm: int = 2) -> tuple[MedicalImage, MedicalImage]:
         resolution_mm: 1 or 2 (nilearn's resolutions); 2 gives a ``(99, 117, 95)`` volume.
 
     Returns:
-        ``(t1, tissue_labels)`` on the same grid; ``t1`` in template units (0-255 range).
+        ``(t1, tissue_labels)`` on the same grid; ``t1`` intensities in [0, 1].
     """
     from nilearn import datasets  # heavy import, only when the template is needed
 

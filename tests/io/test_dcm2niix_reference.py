@@ -51,7 +51,7 @@ def test_written_series_round_trips_through_dcm2niix(tmp_path, mni):
     affine = np.eye(4)
     affine[:3, :3] = Rotation.from_euler("xyz", [10, -15, 30], degrees=True).as_matrix() @ np.diag([1.0, 1.2, 2.5])
     affine[:3, 3] = [-40.0, 12.5, 3.0]
-    image = MedicalImage(t1.array[20:60, 30:70, 40:52] / 255.0, affine, {"modality": "MR"})
+    image = MedicalImage(t1.array[20:60, 30:70, 40:52], affine, {"modality": "MR"})
     write_dicom_series(image, tmp_path / "written")
     slope = 1.0 / 65534
     assert_matches_dcm2niix(image, tmp_path / "written", tmp_path, slope)
@@ -59,7 +59,7 @@ def test_written_series_round_trips_through_dcm2niix(tmp_path, mni):
 
 def test_written_ct_is_lossless_in_dcm2niix(tmp_path, mni):
     t1, _ = mni
-    hu = np.round(t1.array[::3, ::3, 30:40] * 4 - 1000)
+    hu = np.round(t1.array[::3, ::3, 30:40] * 2000 - 1000)
     image = MedicalImage(hu, t1.affine, {"modality": "CT"})
     write_dicom_series(image, tmp_path / "ct")
     assert_matches_dcm2niix(image, tmp_path / "ct", tmp_path, 0.0)

@@ -98,7 +98,7 @@ def test_dciodvfy_finds_no_errors(tmp_path, mni, modality):
     tool = require_tool("dciodvfy")
     t1, _ = mni
     crop = t1.array[30:60, 30:60, 40:43]
-    values = crop / 255.0 if modality == "MR" else np.round(crop * 4 - 1000)
+    values = crop if modality == "MR" else np.round(crop * 2000 - 1000)
     write_dicom_series(MedicalImage(values, t1.affine, {"modality": modality}), tmp_path / "s",
                        series_description="SYNTHETIC test")
     for path in sorted((tmp_path / "s").iterdir()):
