@@ -12,6 +12,7 @@ import typer
 from medsynth.cli.convert import convert
 from medsynth.cli.info import info
 from medsynth.cli.sample_data import sample_data
+from medsynth.cli.train import train
 
 app = typer.Typer(
     name="medsynth",
@@ -24,6 +25,7 @@ app = typer.Typer(
 app.command()(info)
 app.command()(convert)
 app.command("sample-data")(sample_data)
+app.command()(train)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ def preprocessing(
     lower: float = 0.5,
     upper: float = 99.5,
     nonzero: bool = False,
+    load: bool = True,
 ) -> Compose:
     """MONAI transforms that load, reorient, resample, normalise and crop/pad a sample.
 
@@ -46,6 +47,8 @@ def preprocessing(
         size: target spatial shape, one value for all axes or one per spatial axis.
         modality: force the normalisation rule ("CT" or other); default each image's meta.
         window, lower, upper, nonzero: see :class:`~medsynth.data.intensity.ModalityNormalize`.
+        load: start from paths (``LoadImaged`` + ``EnsureChannelFirstd``); ``False`` for dicts that
+            already hold channel-first MetaTensors (e.g. from :func:`medsynth.io.monai_reader.to_metatensor`).
 
     Returns:
         A ``Compose`` mapping ``{key: path}`` to ``{key: MetaTensor (C, *spatial)}``.
@@ -56,11 +59,10 @@ def preprocessing(
     if label_key is not None and label_key in image_keys:
         raise ValueError(f"label key {label_key!r} is also listed as an image key")
     all_keys = image_keys + ([label_key] if label_key is not None else [])
-    transforms = [
-        LoadImaged(all_keys, reader=MedsynthReader(), image_only=True),
-        EnsureChannelFirstd(all_keys),
-        Orientationd(all_keys, axcodes="RAS", labels=None),
-    ]
+    transforms = [LoadImaged(all_keys, reader=MedsynthReader(), image_only=True), EnsureChannelFirstd(all_keys)]
+    if not load:
+        transforms = []
+    transforms.append(Orientationd(all_keys, axcodes="RAS", labels=None))
     if spacing_mm is not None:
         modes = ["bilinear"] * len(image_keys) + (["nearest"] if label_key is not None else [])
         transforms.append(Spacingd(all_keys, pixdim=spacing_mm, mode=modes))

@@ -6,12 +6,35 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-from monai.data import ImageReader
+import torch
+from monai.data import ImageReader, MetaTensor
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
 from medsynth.io.discovery import read_image
 from medsynth.io.files import is_nifti
 from medsynth.io.image import MedicalImage
+
+
+def monai_meta(image: MedicalImage) -> dict:
+    """The meta dict MONAI's readers produce, for ``image`` (RAS affine, no channel axis)."""
+    return {
+        MetaKeys.AFFINE: image.affine.copy(),
+        MetaKeys.ORIGINAL_AFFINE: image.affine.copy(),
+        MetaKeys.SPATIAL_SHAPE: np.asarray(image.array.shape),
+        MetaKeys.SPACE: SpaceKeys.RAS,
+        MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
+        "modality": image.meta.get("modality", "unknown"),
+        "source": image.meta.get("source", ""),
+        "filename_or_obj": image.meta.get("source", ""),
+    }
+
+
+def to_metatensor(image: MedicalImage) -> MetaTensor:
+    """``image`` as a channel-first ``(1, *spatial)`` MetaTensor, as ``LoadImage`` + ``EnsureChannelFirst`` give."""
+    meta = monai_meta(image)
+    meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = "no_channel"
+    affine = torch.as_tensor(meta.pop(MetaKeys.AFFINE))
+    return MetaTensor(torch.as_tensor(np.asarray(image.array))[None], affine=affine, meta=meta)
 
 
 class MedsynthReader(ImageReader):
@@ -36,14 +59,7 @@ class MedsynthReader(ImageReader):
             if other.array.shape != first.array.shape or not np.allclose(other.affine, first.affine, atol=1e-3):
                 raise ValueError(f"{other.meta.get('source')}: grid differs from {first.meta.get('source')}; "
                                  "cannot stack them as channels")
-        meta = {
-            MetaKeys.AFFINE: first.affine.copy(),
-            MetaKeys.ORIGINAL_AFFINE: first.affine.copy(),
-            MetaKeys.SPATIAL_SHAPE: np.asarray(first.array.shape),
-            MetaKeys.SPACE: SpaceKeys.RAS,
-            MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan") if len(images) == 1 else 0,
-            "modality": first.meta.get("modality", "unknown"),
-            "source": first.meta.get("source", ""),
-        }
+        meta = monai_meta(first)
+        meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan") if len(images) == 1 else 0
         array = first.array if len(images) == 1 else np.stack([i.array for i in images], axis=0)
         return array, meta

@@ -1,0 +1,63 @@
+"""The one interface every model family implements: a conditional image-to-image generator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+
+@dataclass
+class StepContext:
+    """What the trainer hands a family's ``training_step``.
+
+    Attributes:
+        generator: CPU generator for every random draw of the step (noise, timesteps, dropout),
+            saved in checkpoints so that a resumed run repeats the same draws.
+        device: device of the networks and the batch.
+        autocast: context manager factory for mixed precision (a no-op on CPU).
+        optimize: ``optimize(group, loss) -> grad_norm``: backward, unscale, clip, step and
+            zero the gradients of one parameter group.
+    """
+
+    generator: torch.Generator
+    device: torch.device
+    autocast: Callable[[], object]
+    optimize: Callable[[str, torch.Tensor], float]
+
+    def randn(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        return torch.randn(shape, generator=self.generator).to(self.device)
+
+    def rand(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        return torch.rand(shape, generator=self.generator).to(self.device)
+
+    def randint(self, high: int, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.randint(0, high, shape, generator=self.generator).to(self.device)
+
+
+@runtime_checkable
+class Synthesizer(Protocol):
+    """A conditional generator: condition ``(B, C, *spatial)`` (or nothing) to image ``(B, 1, *spatial)``.
+
+    Images are in [0, 1] (the data layer's normalised range); conditions are images in [0, 1]
+    (denoise, super-resolve) or one-hot label maps (generate). Families are ``nn.Module`` s, so
+    ``state_dict``/``load_state_dict``/``to`` come with them.
+    """
+
+    family: str
+    spatial_dims: int
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters per optimizer, e.g. ``{"network": ...}`` or ``{"generator": ..., "discriminator": ...}``."""
+
+    def ema_modules(self) -> dict[str, nn.Module]:
+        """Sub-modules whose exponential moving average is used for sampling."""
+
+    def training_step(self, batch: dict[str, torch.Tensor], context: StepContext) -> dict[str, float]:
+        """One optimisation step on ``batch`` (``target`` and, if conditional, ``condition``); returns losses."""
+
+    def sample(self, condition: torch.Tensor | None, *, seed: int, **options) -> torch.Tensor:
+        """Images ``(B, 1, *spatial)`` in [0, 1] on the grid of ``condition``."""

@@ -1,0 +1,191 @@
+"""The diffusion family: MONAI ``DiffusionModelUNet`` + MONAI's DDPM noise schedule.
+
+The condition is concatenated to the noisy image as input channels (all three jobs). For
+label-conditioned generation, classifier-free guidance (Ho & Salimans 2022): the condition is
+dropped (set to zeros, which no one-hot map equals) for a fraction of training samples, and at
+sampling the two predictions are mixed with ``guidance_scale``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDPMScheduler
+from torch import nn
+
+from medsynth.models.base import StepContext
+from medsynth.models.samplers import run_sampler, spaced_timesteps
+
+Sampler = Literal["ddim", "ddpm"]
+
+
+@dataclass
+class DiffusionConfig:
+    """Options of the diffusion family (the ``model:`` section of a config)."""
+
+    channels: tuple[int, ...] = (32, 64, 64)
+    attention_levels: tuple[bool, ...] = (False, False, True)
+    num_res_blocks: int = 1
+    norm_num_groups: int = 16
+    num_head_channels: int = 32
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "v_prediction"
+    num_train_timesteps: int = 1000
+    schedule: Literal["linear_beta", "scaled_linear_beta", "sigmoid_beta", "cosine"] = "scaled_linear_beta"
+    condition_dropout: float = 0.0
+    guidance_scale: float = 1.0
+    sampler: Sampler = "ddim"
+    num_inference_steps: int = 50
+
+    def validate(self) -> None:
+        if len(self.attention_levels) != len(self.channels):
+            raise ValueError("attention_levels: needs one entry per level of channels")
+        if any(c % self.norm_num_groups for c in self.channels):
+            raise ValueError(f"norm_num_groups: {self.norm_num_groups} must divide every entry of channels")
+        if not 0.0 <= self.condition_dropout < 1.0:
+            raise ValueError(f"condition_dropout: must be in [0, 1), got {self.condition_dropout}")
+        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
+            raise ValueError(f"num_inference_steps: must be in [1, {self.num_train_timesteps}]")
+        if self.num_train_timesteps < 2:
+            raise ValueError("num_train_timesteps: must be at least 2")
+
+
+class DiffusionSynthesizer(nn.Module):
+    """Conditional DDPM: predicts noise, velocity or the clean image from ``[x_t, condition]``.
+
+    Args:
+        spatial_dims: 2 or 3.
+        condition_channels: channels of the condition (0: unconditional).
+        config: network, schedule and sampling options.
+    """
+
+    family = "diffusion"
+
+    def __init__(self, spatial_dims: int, condition_channels: int, config: DiffusionConfig) -> None:
+        super().__init__()
+        self.spatial_dims = spatial_dims
+        self.condition_channels = condition_channels
+        self.config = config
+        self.network = DiffusionModelUNet(
+            spatial_dims=spatial_dims,
+            in_channels=1 + condition_channels,
+            out_channels=1,
+            channels=config.channels,
+            attention_levels=config.attention_levels,
+            num_res_blocks=config.num_res_blocks,
+            norm_num_groups=config.norm_num_groups,
+            num_head_channels=config.num_head_channels,
+        )
+        self.scheduler = DDPMScheduler(config.num_train_timesteps, schedule=config.schedule,
+                                       prediction_type=config.prediction_type)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        return {"network": list(self.network.parameters())}
+
+    def ema_modules(self) -> dict[str, nn.Module]:
+        return {"network": self.network}
+
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        inputs = x if condition is None else torch.cat([x, condition.to(x.dtype)], dim=1)
+        return self.network(inputs, t)
+
+    def training_step(self, batch: dict[str, torch.Tensor], context: StepContext) -> dict[str, float]:
+        x0 = batch["target"] * 2 - 1
+        condition = batch.get("condition")
+        batch_size = x0.shape[0]
+        if condition is not None and self.config.condition_dropout > 0:
+            keep = context.rand((batch_size,)) >= self.config.condition_dropout
+            condition = condition * keep.view(-1, *[1] * (condition.ndim - 1)).to(condition.dtype)
+        noise = context.randn(x0.shape)
+        t = context.randint(self.config.num_train_timesteps, (batch_size,))
+        x_t = self.scheduler.add_noise(x0, noise, t)
+        if self.config.prediction_type == "epsilon":
+            target = noise
+        elif self.config.prediction_type == "v_prediction":
+            target = self.scheduler.get_velocity(x0, noise, t)
+        else:
+            target = x0
+        with context.autocast():
+            prediction = self._forward(x_t, t, condition)
+        loss = torch.nn.functional.mse_loss(prediction.float(), target)
+        grad_norm = context.optimize("network", loss)
+        return {"loss": float(loss.detach()), "grad_norm": grad_norm}
+
+    def _split(self, output: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Model output -> (x0 clipped to [-1, 1], eps consistent with it)."""
+        a, s = alpha.sqrt(), (1 - alpha).sqrt()
+        if self.config.prediction_type == "epsilon":
+            x0 = (x - s * output) / a
+        elif self.config.prediction_type == "v_prediction":
+            x0 = a * x - s * output
+        else:
+            x0 = output
+        x0 = x0.clamp(-1, 1)
+        return x0, (x - a * x0) / s.clamp(min=1e-8)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        condition: torch.Tensor | None,
+        *,
+        seed: int,
+        shape: tuple[int, ...] | None = None,
+        sampler: Sampler | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        init: torch.Tensor | None = None,
+        strength: float = 1.0,
+    ) -> torch.Tensor:
+        """Generate images in [0, 1].
+
+        Args:
+            condition: ``(B, C, *spatial)`` or ``None`` for an unconditional model (then give ``shape``).
+            seed: seeds the starting noise (and DDPM's per-step noise): same seed, same images.
+            shape: ``(B, 1, *spatial)`` when there is no condition.
+            sampler: ``"ddim"`` (deterministic, few steps) or ``"ddpm"`` (reference: all training
+                timesteps, ancestral); default from the config.
+            num_inference_steps: DDIM steps (ignored by ``ddpm``); default from the config.
+            guidance_scale: classifier-free guidance weight (1: plain conditional model).
+            init: ``(B, 1, *spatial)`` image in [0, 1] to start from (SDEdit, Meng et al. 2022):
+                it is noised to ``strength`` of the schedule and denoised from there.
+            strength: fraction of the schedule to noise ``init`` to, in (0, 1].
+        """
+        config = self.config
+        given = 0 if condition is None else condition.shape[1]
+        if given != self.condition_channels:
+            raise ValueError(f"this model takes a condition of {self.condition_channels} channels, got {given}")
+        sampler = sampler or config.sampler
+        steps = num_inference_steps or config.num_inference_steps
+        guidance = config.guidance_scale if guidance_scale is None else guidance_scale
+        reference = condition if condition is not None else init
+        if reference is None and shape is None:
+            raise ValueError("an unconditional sample needs `shape` or `init`")
+        device = next(self.network.parameters()).device
+        if shape is None:
+            shape = (reference.shape[0], 1, *reference.shape[2:])
+        if not 0 < strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        generator = torch.Generator().manual_seed(seed)
+        T = config.num_train_timesteps
+        start = round(strength * (T - 1))
+        timesteps = list(range(start, -1, -1)) if sampler == "ddpm" else spaced_timesteps(T, min(steps, start + 1), start)
+        x = torch.randn(shape, generator=generator).to(device)
+        if init is not None:
+            alpha = self.scheduler.alphas_cumprod[start].to(device)
+            x = alpha.sqrt() * (init.to(device) * 2 - 1) + (1 - alpha).sqrt() * x
+        if condition is not None:
+            condition = condition.to(device)
+        alphas = self.scheduler.alphas_cumprod.to(device)
+
+        def denoise(x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+            t_batch = torch.full((x_t.shape[0],), t, device=device, dtype=torch.long)
+            output = self._forward(x_t, t_batch, condition)
+            if condition is not None and guidance != 1.0:
+                unconditional = self._forward(x_t, t_batch, torch.zeros_like(condition))
+                output = unconditional + guidance * (output - unconditional)
+            return self._split(output.float(), x_t, alphas[t])
+
+        x0 = run_sampler(denoise, x, timesteps, alphas, eta=1.0 if sampler == "ddpm" else 0.0, generator=generator)
+        return (x0 + 1) / 2

@@ -1,0 +1,62 @@
+"""Diffusion samplers as pure functions with one signature (k-diffusion's habit).
+
+A sampler takes ``denoise(x_t, t) -> (x0, eps)`` (the model, already turned into an estimate of
+the clean image and of the noise), a starting sample ``x`` at ``timesteps[0]``, the descending
+timesteps to visit, and the schedule's ``alphas_cumprod``.
+
+- ``ddim``: deterministic DDIM (Song et al. 2021, "Denoising Diffusion Implicit Models"),
+  ``eta = 0``, on any subset of the training timesteps.
+- ``ddpm``: ancestral DDPM sampling (Ho et al. 2020) over all timesteps: the same update with
+  ``eta = 1``, which equals the DDPM posterior with the "fixed small" variance.
+
+MONAI's ``DDIMScheduler.step`` is not used: in MONAI 1.6 it assumes timesteps spaced by
+``T // N`` while ``set_timesteps`` spaces them by ``(T - 1) / (N - 1)``, so each step lands on a
+slightly different timestep than the next model call is told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+Denoiser = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+
+
+def ddim_step(x0: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor, alpha_prev: torch.Tensor, eta: float,
+              generator: torch.Generator | None) -> torch.Tensor:
+    """One step from ``x_t`` (given as its ``x0``/``eps`` decomposition) to ``x_prev``."""
+    sigma = eta * torch.sqrt((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev))
+    direction = torch.sqrt(torch.clamp(1 - alpha_prev - sigma**2, min=0.0)) * eps
+    x_prev = torch.sqrt(alpha_prev) * x0 + direction
+    if eta > 0:
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        x_prev = x_prev + sigma * noise
+    return x_prev
+
+
+def run_sampler(denoise: Denoiser, x: torch.Tensor, timesteps: Sequence[int], alphas_cumprod: torch.Tensor,
+                eta: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Run the reverse process from ``x`` at ``timesteps[0]`` down to a clean sample.
+
+    Returns the final ``x0`` estimate, in the model's range ([-1, 1]).
+    """
+    alphas = alphas_cumprod.to(device=x.device, dtype=x.dtype)
+    x0 = x
+    for i, t in enumerate(timesteps):
+        x0, eps = denoise(x, int(t))
+        if i + 1 == len(timesteps):
+            break
+        x = ddim_step(x0, eps, alphas[t], alphas[timesteps[i + 1]], eta, generator)
+    return x0
+
+
+def spaced_timesteps(num_train_timesteps: int, num_steps: int, start: int | None = None) -> list[int]:
+    """``num_steps`` descending timesteps, evenly spaced from ``start`` (default ``T - 1``) to 0."""
+    start = num_train_timesteps - 1 if start is None else start
+    if not 1 <= num_steps <= start + 1:
+        raise ValueError(f"number of steps must be in [1, {start + 1}], got {num_steps}")
+    if num_steps == 1:
+        return [start]
+    steps = torch.linspace(start, 0, num_steps).round().long().tolist()
+    return sorted(set(steps), reverse=True)

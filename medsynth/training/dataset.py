@@ -1,0 +1,219 @@
+"""Training data: volumes loaded once and cached in memory, random patches, and job-specific conditions.
+
+Every random draw comes from one ``torch.Generator`` that the trainer saves in its checkpoints,
+so a resumed run sees exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medsynth.data import low_dose_ct_noise, preprocessing, thick_slices
+from medsynth.data.degradations import gaussian_noise, kspace_truncation, rician_noise
+from medsynth.errors import MedsynthError
+from medsynth.io import find_images
+from medsynth.io.monai_reader import to_metatensor
+from medsynth.io.pairing import pair_labels
+from medsynth.training.experiment import DataConfig, ExperimentConfig, JobConfig
+
+log = logging.getLogger("medsynth")
+
+
+@dataclass
+class Volume:
+    """One preprocessed volume: image ``(1, X, Y, Z)`` in [0, 1], optional label ``(1, X, Y, Z)``."""
+
+    image: torch.Tensor
+    label: torch.Tensor | None
+    name: str
+    scaling: dict  # intensity scaling record (medsynth.data.intensity_scaling)
+
+
+def load_volumes(data: DataConfig, spatial_dims: int) -> list[Volume]:
+    """Read, reorient (RAS), resample and normalise every training image (and label) once.
+
+    Without ``data.images``, the bundled MNI152 template and its tissue labels are used.
+
+    Raises:
+        MedsynthError: no usable image, label problems, or 2D images for a 3D config.
+    """
+    label_key = "label" if data.labels or not data.images else None
+    options = dict(keys=("image",), label_key=label_key, spacing_mm=data.spacing_mm, modality=data.modality,
+                   window=data.ct_window)
+    if data.images is None:
+        from medsynth.data.samples import mni152
+
+        image, label = mni152()
+        items = [{"image": to_metatensor(image), "label": to_metatensor(label), "name": "mni152_t1"}]
+        load = preprocessing(**options, load=False)
+    else:
+        sources = find_images(data.images)
+        if data.labels:
+            items = [{"image": str(i.path), "label": str(label.path), "name": i.name}
+                     for i, label in pair_labels(sources, data.labels)]
+        else:
+            items = [{"image": str(s.path), "name": s.name} for s in sources]
+        load = preprocessing(**options)
+    volumes = []
+    for item in items:
+        loaded = load({k: v for k, v in item.items() if k != "name"})
+        image, label = loaded["image"], loaded.get("label")
+        if image.ndim == 3:  # a 2D image: one slice
+            if spatial_dims == 3:
+                raise MedsynthError(f"{item['name']}: 2D image, but the config is 3D (spatial_dims: 3)")
+            image = image[..., None]
+            label = None if label is None else label[..., None]
+        source = item["image"] if isinstance(item["image"], str) else item["name"]
+        volumes.append(Volume(image.as_tensor().float(), None if label is None else label.as_tensor().round().long(),
+                              str(source), dict(image.meta.get("intensity_scaling", {}))))
+    if not volumes:
+        raise MedsynthError(f"{data.images}: no usable image")
+    return volumes
+
+
+def check_labels(volumes: list[Volume], job: JobConfig) -> None:
+    """Label maps must exist for label-conditioned generation and fit ``job.num_classes``."""
+    if job.name != "generate" or job.num_classes == 0:
+        return
+    for volume in volumes:
+        if volume.label is None:
+            raise MedsynthError(f"{volume.name}: label-conditioned generation needs a label map (data.labels)")
+        high = int(volume.label.max())
+        if high >= job.num_classes:
+            raise MedsynthError(f"{volume.name}: label value {high} is outside job.num_classes={job.num_classes} "
+                                f"(classes 0..{job.num_classes - 1})")
+
+
+def split_holdout(volumes: list[Volume], holdout: tuple[float, float]) -> tuple[list[Volume], list[Volume]]:
+    """Cut each volume into the axial slab ``holdout`` (fractions of Z) and the parts above and below it."""
+    train, held = [], []
+    for volume in volumes:
+        depth = volume.image.shape[-1]
+        start, stop = round(holdout[0] * depth), round(holdout[1] * depth)
+        for name, (a, b) in (("below", (0, start)), ("above", (stop, depth)), ("holdout", (start, stop))):
+            if b <= a:
+                continue
+            part = Volume(volume.image[..., a:b], None if volume.label is None else volume.label[..., a:b],
+                          f"{volume.name}:{name}", volume.scaling)
+            (held if name == "holdout" else train).append(part)
+    return train, held
+
+
+class PatchSampler:
+    """Random patches from cached volumes: 2D patches from slices along ``slice_axis``, or 3D patches.
+
+    Patches are drawn where the foreground (label > 0, or image > 0.05 without labels) covers at
+    least ``min_foreground`` of the patch (up to 20 tries, then the best one is kept); volumes
+    smaller than the patch are zero-padded.
+    """
+
+    def __init__(self, volumes: list[Volume], data: DataConfig, spatial_dims: int) -> None:
+        self.patch = tuple(data.patch_size)
+        self.spatial_dims = spatial_dims
+        self.slice_axis = data.slice_axis
+        self.min_foreground = data.min_foreground
+        self.volumes = [self._prepare(v) for v in volumes]
+        self.volumes = [v for v in self.volumes if v.image.shape[-1] > 0]
+        if not self.volumes:
+            raise MedsynthError("no training data left after removing the held-out slab (data.holdout)")
+
+    def _prepare(self, volume: Volume) -> Volume:
+        """2D: move the slice axis last; pad every volume to at least the patch size."""
+        image, label = volume.image, volume.label
+        if self.spatial_dims == 2:
+            order = [0] + [1 + a for a in range(3) if a != self.slice_axis] + [1 + self.slice_axis]
+            image = image.permute(order)
+            label = None if label is None else label.permute(order)
+        needed = self.patch if self.spatial_dims == 3 else (*self.patch, 1)
+        pads = [max(0, n - s) for n, s in zip(needed, image.shape[1:], strict=True)]
+        if any(pads):
+            spec = [p for pad in reversed(pads) for p in (pad // 2, pad - pad // 2)]
+            image = F.pad(image, spec)
+            label = None if label is None else F.pad(label, spec)
+        return Volume(image.contiguous(), None if label is None else label.contiguous(), volume.name, volume.scaling)
+
+    def _foreground(self, volume: Volume, corner: list[int]) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        region = tuple(slice(c, c + p) for c, p in zip(corner, self.patch, strict=False))
+        if self.spatial_dims == 2:
+            region = (*region, corner[-1])
+        image = volume.image[(slice(None), *region)]
+        label = None if volume.label is None else volume.label[(slice(None), *region)]
+        mask = label > 0 if label is not None else image > 0.05
+        return image, label, float(mask.float().mean())
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A batch of patches: images ``(B, 1, *patch)`` and labels ``(B, 1, *patch)`` (or ``None``)."""
+        images, labels = [], []
+        for _ in range(batch_size):
+            volume = self.volumes[int(torch.randint(len(self.volumes), (1,), generator=generator))]
+            best = None
+            for _ in range(20):
+                limits = [s - p + 1 for s, p in zip(volume.image.shape[1:], self.patch, strict=False)]
+                if self.spatial_dims == 2:
+                    limits.append(volume.image.shape[-1])
+                corner = [int(torch.randint(limit, (1,), generator=generator)) for limit in limits]
+                candidate = self._foreground(volume, corner)
+                if best is None or candidate[2] > best[2]:
+                    best = candidate
+                if candidate[2] >= self.min_foreground:
+                    break
+            images.append(best[0])
+            labels.append(best[1])
+        label_batch = None if labels[0] is None else torch.stack(labels)
+        return torch.stack(images), label_batch
+
+
+def make_condition(target: torch.Tensor, label: torch.Tensor | None, job: JobConfig, scaling: dict,
+                   generator: torch.Generator) -> torch.Tensor | None:
+    """The job's condition for a batch of clean patches ``(B, 1, *spatial)`` in [0, 1].
+
+    generate: one-hot label map (``num_classes`` channels) or ``None``; denoise: the patch with
+    simulated noise (level drawn per sample); super_resolve: the patch degraded along
+    ``job.degrade_axis`` (factor drawn per sample), on the same grid.
+    """
+    if job.name == "generate":
+        if job.num_classes == 0:
+            return None
+        one_hot = F.one_hot(label[:, 0].long(), job.num_classes)
+        return one_hot.movedim(-1, 1).to(target.dtype)
+    conditions = []
+    for sample in target:
+        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+        rng = np.random.default_rng(seed)
+        conditions.append(torch.as_tensor(degrade(sample.numpy(), job, scaling, rng), dtype=target.dtype))
+    return torch.stack(conditions)
+
+
+def degrade(image: np.ndarray, job: JobConfig, scaling: dict, rng: np.random.Generator) -> np.ndarray:
+    """Degrade one channel-first image in [0, 1] as ``job`` says, with parameters drawn from ``rng``."""
+    if job.name == "denoise":
+        if job.noise == "low_dose_ct":
+            low, high = scaling.get("low", -1000.0), scaling.get("high", 1000.0)
+            photons = float(np.exp(rng.uniform(np.log(job.photons[0]), np.log(job.photons[1]))))
+            hu = image * (high - low) + low
+            noisy = low_dose_ct_noise(hu, photons, rng)
+            return np.clip((noisy - low) / (high - low), -0.5, 1.5)
+        sigma = float(rng.uniform(*job.noise_sigma))
+        add_noise = rician_noise if job.noise == "rician" else gaussian_noise
+        return add_noise(image, sigma, rng)
+    factor = int(rng.integers(job.factor[0], job.factor[1] + 1))
+    if job.degradation == "kspace":
+        axis = job.degrade_axis % (image.ndim - 1)
+        return kspace_truncation(image, factor, axes=(axis,))
+    return thick_slices(image, factor, axis=job.degrade_axis)
+
+
+def training_sources(config: ExperimentConfig) -> tuple[PatchSampler, list[Volume], list[Volume]]:
+    """Load, check and split the data of ``config``: the patch sampler, training and held-out volumes."""
+    volumes = load_volumes(config.data, config.spatial_dims)
+    check_labels(volumes, config.job)
+    train, held = split_holdout(volumes, config.data.holdout)
+    return PatchSampler(train, config.data, config.spatial_dims), train, held
+
+
+__all__ = ["PatchSampler", "Volume", "degrade", "load_volumes", "make_condition", "split_holdout", "training_sources"]

@@ -1,0 +1,141 @@
+"""The run directory: a self-describing record of one training run.
+
+```
+RUN_DIR/
+  config.yaml                     resolved config (every default written out)
+  log.csv                         step, losses, learning rate, seconds
+  samples/step_0000250.png        condition | sample | real, every train.sample_every steps
+  checkpoints/latest              name of the newest complete checkpoint
+  checkpoints/step_0000250/       model.safetensors, ema.safetensors, trainer_state.pt
+  summary.json                    wall time, steps/s, peak memory (written at the end)
+```
+
+A checkpoint folder is written in full under a temporary name and renamed into place, then
+``latest`` is replaced atomically: a run killed at any moment leaves ``latest`` pointing at a
+complete checkpoint. Weights are safetensors; the trainer state holds only tensors and plain
+numbers and is loaded with ``torch.load(weights_only=True)``, so loading never unpickles code.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from medsynth.errors import MedsynthError, describe
+from medsynth.io.files import atomic_path, write_json
+from medsynth.config import from_dict
+from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
+
+KEEP_CHECKPOINTS = 2
+
+
+class RunDirectory:
+    """Paths and safe reads/writes of one run directory."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.config_path = self.path / "config.yaml"
+        self.log_path = self.path / "log.csv"
+        self.samples = self.path / "samples"
+        self.checkpoints = self.path / "checkpoints"
+
+    def exists(self) -> bool:
+        return self.config_path.exists()
+
+    # config -------------------------------------------------------------------------------------
+    def write_config(self, config: ExperimentConfig) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.config_path) as tmp:
+            tmp.write_text(yaml.safe_dump(experiment_to_dict(config), sort_keys=False), encoding="utf-8")
+
+    def read_config(self) -> ExperimentConfig:
+        if not self.config_path.exists():
+            raise MedsynthError(f"{self.path}: not a medsynth run directory (no config.yaml)")
+        try:
+            data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as err:
+            raise MedsynthError(f"{self.config_path}: cannot read ({describe(err)})") from None
+        return from_dict(ExperimentConfig, data)
+
+    # checkpoints --------------------------------------------------------------------------------
+    def latest_checkpoint(self) -> Path | None:
+        pointer = self.checkpoints / "latest"
+        if not pointer.exists():
+            return None
+        folder = self.checkpoints / pointer.read_text(encoding="utf-8").strip()
+        if not folder.is_dir() or "/" in folder.name or folder.name.startswith("."):
+            raise MedsynthError(f"{pointer}: points to a missing checkpoint {folder.name!r}")
+        return folder
+
+    def save_checkpoint(self, step: int, model: dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
+                        state: dict[str, Any]) -> Path:
+        """Write a complete checkpoint for ``step`` and make it the latest; keep the newest two."""
+        name = f"step_{step:07d}"
+        target = self.checkpoints / name
+        try:
+            with atomic_path(target) as tmp:
+                tmp.mkdir(parents=True)
+                save_file(_plain(model), tmp / "model.safetensors")
+                save_file(_plain(ema), tmp / "ema.safetensors")
+                torch.save(state, tmp / "trainer_state.pt")
+            with atomic_path(self.checkpoints / "latest") as tmp:
+                tmp.write_text(name + "\n", encoding="utf-8")
+        except OSError as err:
+            raise MedsynthError(f"{target}: cannot write checkpoint ({err.strerror or err})") from None
+        old = sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir() and p.name != name)
+        for folder in old[: max(0, len(old) - (KEEP_CHECKPOINTS - 1))]:
+            shutil.rmtree(folder, ignore_errors=True)
+        return target
+
+    def load_checkpoint(self, folder: Path | None = None) -> tuple[dict, dict, dict]:
+        """``(model, ema, trainer_state)`` of ``folder`` (default: the latest)."""
+        folder = folder or self.latest_checkpoint()
+        if folder is None:
+            raise MedsynthError(f"{self.path}: run has no checkpoint yet")
+        try:
+            model = load_file(folder / "model.safetensors")
+            ema = load_file(folder / "ema.safetensors")
+            state = torch.load(folder / "trainer_state.pt", weights_only=True, map_location="cpu")
+        except Exception as err:  # safetensors/pickle errors on corrupt or hostile files
+            raise MedsynthError(f"{folder}: cannot load checkpoint ({describe(err)})") from None
+        return model, ema, state
+
+    # log ----------------------------------------------------------------------------------------
+    def truncate_log(self, step: int) -> None:
+        """Drop log rows after ``step`` (written after the checkpoint a resume starts from)."""
+        if not self.log_path.exists():
+            return
+        with open(self.log_path, newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+        with atomic_path(self.log_path) as tmp, open(tmp, "w", newline="") as handle:
+            csv.writer(handle).writerows(kept)
+
+    def append_log(self, row: dict[str, float]) -> None:
+        new = not self.log_path.exists()
+        with open(self.log_path, "a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def read_log(self) -> list[dict[str, float]]:
+        if not self.log_path.exists():
+            return []
+        with open(self.log_path, newline="") as handle:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.path / "summary.json", summary)
+
+
+def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Contiguous CPU copies (safetensors refuses shared or strided storage)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}

@@ -1,0 +1,297 @@
+"""One trainer for every family: AdamW + warmup/cosine LR, gradient clipping, EMA, AMP on CUDA,
+atomic checkpoints, bit-for-bit resume on CPU, CSV log and sample grids.
+
+The family only says how one optimisation step works (``training_step``) and how to sample;
+the trainer never asks which family it holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from medsynth.errors import MedsynthError
+from medsynth.models import StepContext, Synthesizer, build_synthesizer
+from medsynth.training.dataset import PatchSampler, Volume, make_condition, training_sources
+from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
+from medsynth.training.run_dir import RunDirectory
+
+log = logging.getLogger("medsynth")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise MedsynthError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise MedsynthError(f"--device {device}: use auto, cpu or cuda")
+    return torch.device(device)
+
+
+class EMA:
+    """Exponential moving average of module weights (Polyak averaging), with the usual warm-up.
+
+    The decay at update ``n`` is ``min(decay, (1 + n) / (10 + n))`` so early averages are not
+    dominated by the random initialisation.
+    """
+
+    def __init__(self, modules: dict[str, torch.nn.Module], decay: float) -> None:
+        self.modules = modules
+        self.decay = decay
+        self.shadow = {f"{name}.{k}": v.detach().clone().float()
+                       for name, module in modules.items() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for name, module in self.modules.items():
+            for k, v in module.state_dict().items():
+                shadow = self.shadow[f"{name}.{k}"]
+                if v.dtype.is_floating_point:
+                    shadow.mul_(decay).add_(v.detach().float(), alpha=1 - decay)
+                else:
+                    shadow.copy_(v)
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[None]:
+        """Temporarily load the averaged weights into the modules (for sampling)."""
+        saved = {name: copy.deepcopy(module.state_dict()) for name, module in self.modules.items()}
+        try:
+            self.load_into_modules()
+            yield
+        finally:
+            for name, module in self.modules.items():
+                module.load_state_dict(saved[name])
+
+    def load_into_modules(self) -> None:
+        for name, module in self.modules.items():
+            prefix = f"{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in self.shadow.items() if k.startswith(prefix)})
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            keys += _differences(left, right, f"{prefix}{key}.")
+        elif left != right:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak allocated CUDA memory, or the process's peak resident set size on CPU, in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+class Trainer:
+    """Train ``config`` into ``run_dir``.
+
+    Args:
+        config: the experiment (ignored when resuming: the run's saved config is used, with
+            ``train.steps`` taken from ``config`` so a finished run can be extended).
+        run_dir: output folder; an existing run is only continued with ``resume=True``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        resume: continue from the run's latest checkpoint.
+        progress: show a progress bar.
+    """
+
+    def __init__(self, config: ExperimentConfig, run_dir: str | Path, device: str = "auto", resume: bool = False,
+                 progress: bool = True) -> None:
+        self.run = RunDirectory(run_dir)
+        self.device = resolve_device(device)
+        self.progress = progress
+        if resume:
+            saved = self.run.read_config()
+            requested = experiment_to_dict(config)
+            stored = experiment_to_dict(saved)
+            requested["train"]["steps"] = stored["train"]["steps"]
+            if requested != stored:
+                changed = _differences(stored, requested)
+                raise MedsynthError(f"{self.run.path}: the config differs from the run's in {', '.join(changed)}; "
+                                    "only train.steps may change on --resume")
+            saved.train.steps = config.train.steps
+            config = saved
+        elif self.run.exists() or (self.run.path.exists() and any(self.run.path.iterdir())):
+            raise MedsynthError(f"{self.run.path}: run directory exists and is not empty; use --resume to continue "
+                                "it or choose another --out")
+        self.config = config
+        self.resume = resume
+
+    # building ------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        config = self.config
+        torch.manual_seed(config.train.seed)
+        self.sampler, train_volumes, held_volumes = training_sources(config)
+        self.scaling = train_volumes[0].scaling
+        self.model: Synthesizer = build_synthesizer(config.family, config.spatial_dims,
+                                                    config.job.condition_channels, config.model).to(self.device)
+        self.optimizers = {name: torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
+                           for name, params in self.model.parameter_groups().items()}
+        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+                           for name, opt in self.optimizers.items()}
+        self.ema = EMA(self.model.ema_modules(), config.train.ema_decay)
+        self.generator = torch.Generator().manual_seed(config.train.seed)
+        use_amp = config.train.amp and self.device.type == "cuda"
+        self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.preview = self._preview_batch(held_volumes or train_volumes)
+
+    def _lr_factor(self, step: int) -> float:
+        train = self.config.train
+        if train.warmup_steps and step < train.warmup_steps:
+            return (step + 1) / train.warmup_steps
+        if train.lr_schedule == "constant":
+            return 1.0
+        progress = (step - train.warmup_steps) / max(1, train.steps - train.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    def _preview_batch(self, volumes: list[Volume]) -> dict[str, torch.Tensor]:
+        """A fixed batch (own seed, never drawn from the training generator) for the sample grids."""
+        sampler = PatchSampler(volumes, self.config.data, self.config.spatial_dims)
+        generator = torch.Generator().manual_seed(self.config.train.seed + 1)
+        return self._batch(sampler, 4, generator)
+
+    def _batch(self, sampler: PatchSampler, size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        target, label = sampler.sample(size, generator)
+        batch = {"target": target}
+        condition = make_condition(target, label, self.config.job, self.scaling, generator)
+        if condition is not None:
+            batch["condition"] = condition
+        return batch
+
+    # one step ------------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=self.amp_dtype)
+
+    def _optimize(self, group: str, loss: torch.Tensor) -> float:
+        optimizer = self.optimizers[group]
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(optimizer)
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        limit = self.config.train.grad_clip or float("inf")
+        norm = torch.nn.utils.clip_grad_norm_(params, limit)
+        self.scaler.step(optimizer)
+        self.scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    # checkpoints ---------------------------------------------------------------------------------
+    def _save(self, step: int, elapsed: float) -> None:
+        state = {
+            "step": step,
+            "elapsed_seconds": elapsed,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+            "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+        }
+        self.run.save_checkpoint(step, self.model.state_dict(), self.ema.shadow, state)
+
+    def _restore(self) -> tuple[int, float]:
+        model, ema, state = self.run.load_checkpoint()
+        self.model.load_state_dict(model)
+        for key, value in ema.items():
+            self.ema.shadow[key].copy_(value)
+        for name, optimizer in self.optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            scheduler.load_state_dict(state["schedulers"][name])
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        return int(state["step"]), float(state["elapsed_seconds"])
+
+    # the loop ------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.steps``; returns (and saves as ``summary.json``) timing and memory figures."""
+        self._build()
+        train = self.config.train
+        start_step, elapsed_before = 0, 0.0
+        if self.resume and self.run.latest_checkpoint() is not None:
+            start_step, elapsed_before = self._restore()
+            self.run.truncate_log(start_step)
+            log.info("resuming %s at step %d", self.run.path, start_step)
+        else:
+            self.run.write_config(self.config)
+        context = StepContext(self.generator, self.device, self._autocast, self._optimize)
+        began = time.perf_counter()
+        bar = tqdm(range(start_step, train.steps), initial=start_step, total=train.steps, desc="train",
+                   unit="step", disable=not self.progress or None, dynamic_ncols=True)
+        step = start_step
+        try:
+            for step in bar:
+                batch = {k: v.to(self.device) for k, v in self._batch(self.sampler, train.batch_size,
+                                                                      self.generator).items()}
+                self.model.train()
+                losses = self.model.training_step(batch, context)
+                for scheduler in self.schedulers.values():
+                    scheduler.step()
+                self.ema.update(step)
+                done = step + 1
+                seconds = elapsed_before + time.perf_counter() - began
+                if done % train.log_every == 0 or done == train.steps:
+                    lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+                    self.run.append_log({"step": done, **losses, "lr": lr, "seconds": round(seconds, 3)})
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items() if "loss" in k})
+                if done % train.checkpoint_every == 0 or done == train.steps:
+                    self._save(done, seconds)
+                if done % train.sample_every == 0 or done == train.steps:
+                    self.save_sample_grid(done)
+        except KeyboardInterrupt:
+            if step > start_step:
+                self._save(step, elapsed_before + time.perf_counter() - began)
+            raise MedsynthError(f"interrupted; checkpoint saved at step {step} in {self.run.path}; continue with "
+                                "the same command and --resume") from None
+        finally:
+            bar.close()
+        wall = time.perf_counter() - began
+        trained = train.steps - start_step
+        summary = {
+            "steps": train.steps,
+            "steps_this_session": trained,
+            "seconds_this_session": round(wall, 2),
+            "seconds_total": round(elapsed_before + wall, 2),
+            "steps_per_second": round(trained / wall, 4) if wall > 0 and trained else None,
+            "peak_memory_mb": round(peak_memory_mb(self.device), 1),
+            "device": str(self.device),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+        }
+        self.run.write_summary(summary)
+        return summary
+
+    @torch.no_grad()
+    def save_sample_grid(self, step: int) -> Path:
+        """PNG of condition | EMA sample | real for the fixed preview batch (middle slice in 3D)."""
+        from medsynth.training.figures import sample_grid
+
+        self.model.eval()
+        condition = self.preview.get("condition")
+        with self.ema.applied():
+            shape = tuple(self.preview["target"].shape)
+            output = self.model.sample(None if condition is None else condition.to(self.device), seed=0,
+                                       shape=shape, num_inference_steps=self.config.train.sample_steps).cpu()
+        path = self.run.samples / f"step_{step:07d}.png"
+        sample_grid(self.preview["target"], output, condition, path, title=f"step {step}")
+        return path
