@@ -152,8 +152,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_yaml(path: str | os.PathLike) -> dict:
-    """Read a YAML mapping; errors name the file."""
+def load_yaml(path: str | os.PathLike, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a YAML mapping; errors name the file.
+
+    A file may start from another one with ``extends: other.yaml`` (relative to this file): the
+    other file is loaded first and this file's keys are merged into it, section by section.
+    """
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -165,4 +169,20 @@ def load_yaml(path: str | os.PathLike) -> dict:
         return {}
     if not isinstance(data, dict):
         raise MedsynthError(f"{path}: a config must be a mapping of keys to values")
-    return data
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in _seen:
+        raise MedsynthError(f"{path}: extends: {base} forms a cycle")
+    return _merge(load_yaml(base_path, (*_seen, path.resolve())), data)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -170,13 +170,22 @@ class DiffusionSynthesizer(nn.Module):
         generator = torch.Generator().manual_seed(seed)
         T = config.num_train_timesteps
         start = round(strength * (T - 1))
-        timesteps = list(range(start, -1, -1)) if sampler == "ddpm" else spaced_timesteps(T, min(steps, start + 1), start)
-        x = torch.randn(shape, generator=generator).to(device)
+        if sampler == "ddpm":
+            timesteps = list(range(start, -1, -1))
+        else:
+            timesteps = spaced_timesteps(T, min(steps, start + 1), start)
+        # the UNet halves the grid len(channels) - 1 times: pad to a multiple, crop at the end
+        multiple = 2 ** (len(config.channels) - 1)
+        spatial = tuple(shape[2:])
+        pads = [(-size) % multiple for size in spatial]
+        padding = [p for pad in reversed(pads) for p in (pad // 2, pad - pad // 2)]
+        padded = (*shape[:2], *(s + p for s, p in zip(spatial, pads, strict=True)))
+        x = torch.randn(padded, generator=generator).to(device)
         if init is not None:
             alpha = self.scheduler.alphas_cumprod[start].to(device)
-            x = alpha.sqrt() * (init.to(device) * 2 - 1) + (1 - alpha).sqrt() * x
+            x = alpha.sqrt() * (_pad(init.to(device), padding) * 2 - 1) + (1 - alpha).sqrt() * x
         if condition is not None:
-            condition = condition.to(device)
+            condition = _pad(condition.to(device), padding)
         alphas = self.scheduler.alphas_cumprod.to(device)
 
         def denoise(x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,4 +197,12 @@ class DiffusionSynthesizer(nn.Module):
             return self._split(output.float(), x_t, alphas[t])
 
         x0 = run_sampler(denoise, x, timesteps, alphas, eta=1.0 if sampler == "ddpm" else 0.0, generator=generator)
-        return (x0 + 1) / 2
+        crop = tuple(slice(before, before + size) for before, size in zip(padding[-2::-2], spatial, strict=True))
+        return (x0[(slice(None), slice(None), *crop)] + 1) / 2
+
+
+def _pad(image: torch.Tensor, padding: list[int]) -> torch.Tensor:
+    """Replicate-pad the spatial axes (``F.pad`` order: last axis first)."""
+    if not any(padding):
+        return image
+    return torch.nn.functional.pad(image, padding, mode="replicate")

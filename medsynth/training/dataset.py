@@ -48,6 +48,8 @@ def load_volumes(data: DataConfig, spatial_dims: int) -> list[Volume]:
     if data.images is None:
         from medsynth.data.samples import mni152
 
+        if (data.modality or "").upper() == "CT":
+            raise MedsynthError("data.images: the bundled MNI152 template is MR; a CT config needs CT data (--data)")
         image, label = mni152()
         items = [{"image": to_metatensor(image), "label": to_metatensor(label), "name": "mni152_t1"}]
         load = preprocessing(**options, load=False)

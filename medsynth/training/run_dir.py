@@ -28,9 +28,9 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from medsynth.config import from_dict
 from medsynth.errors import MedsynthError, describe
 from medsynth.io.files import atomic_path, write_json
-from medsynth.config import from_dict
 from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
 
 KEEP_CHECKPOINTS = 2
