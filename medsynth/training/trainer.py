@@ -12,7 +12,9 @@ import copy
 import logging
 import math
 import resource
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +94,30 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif left != right:
             keys.append(f"{prefix}{key}")
     return keys
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt() -> Iterator[_StopFlag]:
+    """Turn Ctrl-C (SIGINT) into a request to stop after the current step, at a clean point."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request_stop(signum: int, frame: object) -> None:
+        flag.requested = True
+        log.warning("stopping after this step (Ctrl-C again to abort at once)")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, request_stop)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -239,33 +265,31 @@ class Trainer:
         began = time.perf_counter()
         bar = tqdm(range(start_step, train.steps), initial=start_step, total=train.steps, desc="train",
                    unit="step", disable=not self.progress or None, dynamic_ncols=True)
-        step = start_step
-        try:
-            for step in bar:
-                batch = {k: v.to(self.device) for k, v in self._batch(self.sampler, train.batch_size,
-                                                                      self.generator).items()}
-                self.model.train()
-                losses = self.model.training_step(batch, context)
-                for scheduler in self.schedulers.values():
-                    scheduler.step()
-                self.ema.update(step)
-                done = step + 1
-                seconds = elapsed_before + time.perf_counter() - began
-                if done % train.log_every == 0 or done == train.steps:
-                    lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
-                    self.run.append_log({"step": done, **losses, "lr": lr, "seconds": round(seconds, 3)})
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items() if "loss" in k})
-                if done % train.checkpoint_every == 0 or done == train.steps:
-                    self._save(done, seconds)
-                if done % train.sample_every == 0 or done == train.steps:
-                    self.save_sample_grid(done)
-        except KeyboardInterrupt:
-            if step > start_step:
-                self._save(step, elapsed_before + time.perf_counter() - began)
-            raise MedsynthError(f"interrupted; checkpoint saved at step {step} in {self.run.path}; continue with "
-                                "the same command and --resume") from None
-        finally:
-            bar.close()
+        with _stop_on_interrupt() as stop:
+            try:
+                for step in bar:
+                    batch = {k: v.to(self.device) for k, v in self._batch(self.sampler, train.batch_size,
+                                                                          self.generator).items()}
+                    self.model.train()
+                    losses = self.model.training_step(batch, context)
+                    for scheduler in self.schedulers.values():
+                        scheduler.step()
+                    self.ema.update(step)
+                    done = step + 1
+                    seconds = elapsed_before + time.perf_counter() - began
+                    if done % train.log_every == 0 or done == train.steps:
+                        lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
+                        self.run.append_log({"step": done, **losses, "lr": lr, "seconds": round(seconds, 3)})
+                        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items() if "loss" in k})
+                    if done % train.checkpoint_every == 0 or done == train.steps or stop.requested:
+                        self._save(done, seconds)
+                    if done % train.sample_every == 0 or done == train.steps:
+                        self.save_sample_grid(done)
+                    if stop.requested:
+                        raise MedsynthError(f"interrupted; checkpoint saved at step {done} in {self.run.path}; "
+                                            "continue with the same command and --resume")
+            finally:
+                bar.close()
         wall = time.perf_counter() - began
         trained = train.steps - start_step
         summary = {

@@ -1,0 +1,151 @@
+"""The shared trainer with tiny diffusion models: run directory, resume, data checks, CT and 3D."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from monai.data.synthetic import create_test_image_3d
+from safetensors.torch import load_file
+
+from medsynth.errors import MedsynthError
+from medsynth.io import MedicalImage, write_nifti
+from medsynth.training import RunDirectory, Trainer, load_experiment
+from medsynth.training.inference import load_synthesizer
+
+TINY_MODEL = {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8,
+              "num_head_channels": 8, "num_train_timesteps": 20, "num_inference_steps": 2}
+TINY_TRAIN = {"steps": 6, "batch_size": 2, "log_every": 2, "checkpoint_every": 3, "sample_every": 6,
+              "sample_steps": 2, "warmup_steps": 2}
+
+
+def tiny_config(tmp_path, job_name="denoise", dims=2, **sections):
+    config = {"job": {"name": job_name}, "spatial_dims": dims,
+              "data": {"patch_size": [16] * dims, "holdout": [0.45, 0.6]},
+              "model": TINY_MODEL, "train": TINY_TRAIN}
+    for key, value in sections.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    path = tmp_path / f"{job_name}_{dims}d.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def read_log(run):
+    with open(run / "log.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.parametrize("job, dims", [("denoise", 2), ("super_resolve", 2), ("generate", 2), ("generate", 3),
+                                       ("super_resolve", 3)])
+def test_run_directory_for_every_job(tmp_path, job, dims):
+    path = tiny_config(tmp_path, job, dims, job={"name": job, "degrade_axis": -1})
+    summary = Trainer(load_experiment(path), tmp_path / "run", progress=False).fit()
+    run = tmp_path / "run"
+    assert summary["steps"] == 6 and summary["peak_memory_mb"] > 0
+    assert (run / "config.yaml").exists() and (run / "summary.json").exists()
+    assert (run / "samples" / "step_0000006.png").stat().st_size > 1000
+    assert (run / "checkpoints" / "latest").read_text().strip() == "step_0000006"
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_0000003", "step_0000006"]
+    assert [int(r["step"]) for r in read_log(run)] == [2, 4, 6]
+    model = load_synthesizer(run)
+    assert model.job.name == job
+    saved = load_experiment(run / "config.yaml")
+    assert saved.model["channels"] == [8, 16]  # resolved config written with every model option
+    assert "prediction_type" in saved.model
+
+
+def test_resume_is_bit_for_bit(tmp_path):
+    path = tiny_config(tmp_path)
+    Trainer(load_experiment(path), tmp_path / "straight", progress=False).fit()
+    Trainer(load_experiment(path), tmp_path / "killed", progress=False).fit()
+    # make it look killed after the step-3 checkpoint: latest points there, a stale log row past it
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    (checkpoints / "latest").write_text("step_0000003\n")
+    shutil.rmtree(checkpoints / "step_0000006")
+    with open(tmp_path / "killed" / "log.csv", "a") as handle:
+        handle.write("8,9.9,9.9,0.1,1.0\n")
+    Trainer(load_experiment(path), tmp_path / "killed", resume=True, progress=False).fit()
+    straight = load_file(tmp_path / "straight" / "checkpoints" / "step_0000006" / "model.safetensors")
+    resumed = load_file(checkpoints / "step_0000006" / "model.safetensors")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    losses = [(r["step"], r["loss"]) for r in read_log(tmp_path / "straight")]
+    assert losses == [(r["step"], r["loss"]) for r in read_log(tmp_path / "killed")]
+
+
+def test_existing_run_is_not_overwritten_and_resume_needs_the_same_config(tmp_path):
+    path = tiny_config(tmp_path)
+    Trainer(load_experiment(path), tmp_path / "run", progress=False).fit()
+    with pytest.raises(MedsynthError, match="exists"):
+        Trainer(load_experiment(path), tmp_path / "run", progress=False)
+    with pytest.raises(MedsynthError, match="train.lr"):
+        Trainer(load_experiment(path, ["train.lr=0.5"]), tmp_path / "run", resume=True, progress=False)
+    summary = Trainer(load_experiment(path, ["train.steps=8"]), tmp_path / "run", resume=True, progress=False).fit()
+    assert summary["steps"] == 8 and summary["steps_this_session"] == 2
+
+
+def _phantom_folder(tmp_path, with_labels=True, label_value=1):
+    folder = tmp_path / "data"
+    image, label = create_test_image_3d(24, 24, 20, num_objs=4, rad_max=6, noise_max=0.0,
+                                       random_state=np.random.RandomState(0))
+    affine = np.diag([1.5, 1.5, 2.0, 1.0])
+    write_nifti(MedicalImage((image * 300 - 50).astype(np.float32), affine, {"modality": "CT"}),
+                folder / "images" / "case1.nii.gz")
+    if with_labels:
+        write_nifti(MedicalImage((label > 0).astype(np.float32) * label_value, affine),
+                    folder / "labels" / "case1.nii.gz")
+    return folder
+
+
+def test_ct_low_dose_denoising_on_a_phantom(tmp_path):
+    folder = _phantom_folder(tmp_path)
+    path = tiny_config(tmp_path, job={"name": "denoise", "noise": "low_dose_ct", "photons": [1e4, 1e5]},
+                       data={"images": str(folder / "images"), "modality": "CT", "ct_window": "soft_tissue",
+                             "holdout": [0.0, 0.0], "min_foreground": 0.0})
+    Trainer(load_experiment(path), tmp_path / "run", progress=False).fit()
+    assert len(read_log(tmp_path / "run")) == 3
+
+
+def test_real_ct_slice_from_pydicom(tmp_path, pydicom_file):
+    path = tiny_config(tmp_path, data={"images": str(pydicom_file("CT_small.dcm")), "modality": "CT",
+                                       "holdout": [0.0, 0.0], "patch_size": [32, 32]},
+                       job={"name": "denoise", "noise": "gaussian"})
+    Trainer(load_experiment(path), tmp_path / "run", progress=False).fit()
+    assert (tmp_path / "run" / "samples" / "step_0000006.png").exists()
+
+
+@pytest.mark.parametrize("setup, overrides, message", [
+    ("labels_too_high", [], "outside job.num_classes=3"),
+    ("no_labels", [], "needs a label map"),
+    ("two_d_data", ["spatial_dims=3", "data.patch_size=[8, 8, 8]"], "2D image, but the config is 3D"),
+    ("empty", [], "folder is empty"),
+])
+def test_bad_training_data(tmp_path, setup, overrides, message):
+    data = {"holdout": [0.0, 0.0], "min_foreground": 0.0}
+    if setup == "two_d_data":
+        write_nifti(MedicalImage(np.random.rand(20, 20).astype(np.float32), np.eye(4)), tmp_path / "d2" / "a.nii.gz")
+        data["images"] = str(tmp_path / "d2")
+    elif setup == "empty":
+        (tmp_path / "empty").mkdir()
+        data["images"] = str(tmp_path / "empty")
+    else:
+        folder = _phantom_folder(tmp_path, with_labels=setup != "no_labels", label_value=7)
+        data["images"] = str(folder / "images")
+        if setup != "no_labels":
+            data["labels"] = str(folder / "labels")
+    path = tiny_config(tmp_path, "generate", data=data)
+    with pytest.raises(MedsynthError, match=message):
+        Trainer(load_experiment(path, overrides), tmp_path / "run", progress=False).fit()
+
+
+def test_run_directory_refuses_a_missing_checkpoint(tmp_path):
+    run = RunDirectory(tmp_path / "r")
+    with pytest.raises(MedsynthError, match="not a medsynth run directory"):
+        run.read_config()
+    (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "r" / "checkpoints" / "latest").write_text("step_0000009\n")
+    with pytest.raises(MedsynthError, match="missing checkpoint"):
+        run.load_checkpoint()
