@@ -6,7 +6,8 @@ seen in training):
 
 - denoise: Rician noise, sigma = 5% of the range (fixed seed). PSNR/SSIM of the noisy input,
   of non-local means (scikit-image, h = 0.8 sigma, fast mode) and of the model at several
-  samplers (DDIM-k; DDPM-1000 with --ddpm). Targets: +4 dB over the input; beat NLM in PSNR or SSIM.
+  samplers (DDIM-k; the mean of 4 DDIM-5 samples, an estimate of the posterior mean; DDPM-1000
+  with --ddpm). Targets: +4 dB over the input; beat NLM in PSNR or SSIM.
 - super_resolve: thick axial slices (box average of `factor` slices) of the slab, reconstructed
   on the isotropic grid. Baseline: cubic (2D) / linear-in-z = trilinear (3D) interpolation from
   the thick-slice centres. Target: PSNR and SSIM above the baseline.
@@ -14,8 +15,8 @@ seen in training):
   within 10% of the real one; ordering background < grey matter < white matter (T1).
 
 PSNR is over the head (label > 0) with data range 1 (images normalised to [0, 1]); SSIM over
-the whole slice (2D) or slab (3D). Everything is computed in this run; results go to
-benchmarks/results/diffusion_quality_<dims>d.json.
+the whole slice (2D) or slab (3D). Everything is computed in this run; results are merged into
+benchmarks/results/diffusion_quality_<dims>d.json (one entry per job, replaced when re-run).
 
 Usage: python benchmarks/diffusion_quality.py [--dims 2|3] [--jobs denoise super_resolve generate]
        [--runs runs/bench] [--ddpm] [--set train.steps=100 ...]
@@ -41,6 +42,12 @@ from medsynth.training.inference import load_synthesizer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 SIGMA = 0.05
+#: (sampler, steps, ensemble): ensemble > 1 averages that many samples (posterior-mean estimate)
+SETTINGS = [("ddim", 1, 1), ("ddim", 5, 1), ("ddim", 10, 1), ("ddim", 20, 1), ("ddim", 5, 4)]
+
+
+def name(sampler: str, steps: int, ensemble: int) -> str:
+    return f"{sampler}-{steps}" + (f"x{ensemble}-mean" if ensemble > 1 else "")
 
 
 def psnr(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
@@ -92,18 +99,17 @@ def eval_denoise(run: Path, ddpm: bool) -> dict:
     nlm = np.stack([denoise_nl_means(noisy[..., k], h=0.8 * SIGMA, sigma=SIGMA, fast_mode=True, patch_size=5,
                                      patch_distance=6) for k in range(noisy.shape[-1])], axis=-1)
     results["nlm"] = {"psnr": psnr(nlm, clean, mask), "ssim": ssim(nlm, clean), "seconds": time.perf_counter() - start}
-    settings = [("ddim", k) for k in (1, 5, 10, 20, 50)] + ([("ddpm", 1000)] if ddpm else [])
-    for sampler, steps in settings:
+    for sampler, steps, ensemble in SETTINGS + ([("ddpm", 1000, 1)] if ddpm else []):
+        options = {"sampler": sampler, "num_inference_steps": steps, "ensemble": ensemble}
         if config.spatial_dims == 2:
             condition = torch.from_numpy(np.moveaxis(noisy, -1, 0)[:, None])  # axial slices as a batch
-            out, seconds = timed_sample(model, condition, sampler=sampler, num_inference_steps=steps)
+            out, seconds = timed_sample(model, condition, **options)
             estimate = np.moveaxis(out[:, 0], 0, -1)
         else:
-            out, seconds = timed_sample(model, torch.from_numpy(noisy)[None, None], sampler=sampler,
-                                        num_inference_steps=steps)
+            out, seconds = timed_sample(model, torch.from_numpy(noisy)[None, None], **options)
             estimate = out[0, 0]
-        results[f"{sampler}-{steps}"] = {"psnr": psnr(estimate, clean, mask), "ssim": ssim(estimate, clean),
-                                         "seconds": seconds}
+        results[name(sampler, steps, ensemble)] = {"psnr": psnr(estimate, clean, mask), "ssim": ssim(estimate, clean),
+                                                   "seconds": seconds}
     return results
 
 
@@ -129,17 +135,17 @@ def eval_super_resolve(run: Path, ddpm: bool) -> dict:
         kind = "cubic" if config.spatial_dims == 2 else "linear"
         baseline = cubic_from_thick(low, centres, depth, kind)
         entry = {f"{kind}": {"psnr": psnr(baseline, clean, mask), "ssim": ssim(baseline, clean)}}
-        for sampler, steps in [("ddim", k) for k in (1, 5, 10, 20)] + ([("ddpm", 1000)] if ddpm else []):
+        for sampler, steps, ensemble in SETTINGS + ([("ddpm", 1000, 1)] if ddpm else []):
+            options = {"sampler": sampler, "num_inference_steps": steps, "ensemble": ensemble}
             if config.spatial_dims == 2:  # coronal planes (x, z) as a batch: z is the degraded axis
                 batch = torch.from_numpy(np.moveaxis(condition, 1, 0)[:, None])
-                out, seconds = timed_sample(model, batch, sampler=sampler, num_inference_steps=steps)
+                out, seconds = timed_sample(model, batch, **options)
                 estimate = np.moveaxis(out[:, 0], 0, 1)
             else:
-                out, seconds = timed_sample(model, torch.from_numpy(condition)[None, None], sampler=sampler,
-                                            num_inference_steps=steps)
+                out, seconds = timed_sample(model, torch.from_numpy(condition)[None, None], **options)
                 estimate = out[0, 0]
-            entry[f"{sampler}-{steps}"] = {"psnr": psnr(estimate, clean, mask), "ssim": ssim(estimate, clean),
-                                           "seconds": seconds}
+            entry[name(sampler, steps, ensemble)] = {"psnr": psnr(estimate, clean, mask),
+                                                     "ssim": ssim(estimate, clean), "seconds": seconds}
         results[f"factor_{factor}"] = entry
     return results
 
@@ -188,9 +194,10 @@ def main() -> None:
         with torch.no_grad():
             report[job] = {"train_seconds": train_seconds, **EVALUATORS[job](run, args.ddpm)}
         print(json.dumps({job: report[job]}, indent=1))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    (out / f"diffusion_quality_{args.dims}d.json").write_text(json.dumps(report, indent=2) + "\n")
+    out = Path(__file__).parent / "results" / f"diffusion_quality_{args.dims}d.json"
+    out.parent.mkdir(exist_ok=True)
+    previous = json.loads(out.read_text()) if out.exists() else {}  # jobs run earlier keep their entries
+    out.write_text(json.dumps({**previous, **report}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

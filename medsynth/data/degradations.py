@@ -12,6 +12,7 @@ dtype (the input's if floating, else float32). ``axis`` arguments index *spatial
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -273,11 +274,13 @@ class _RandDegradationd(RandomizableTransform, MapTransform):
         self.params: dict[str, Any] = {}
         self._seed = 0
 
+    @abstractmethod
     def sample_params(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """Draw this call's parameters from ``self.R``."""
 
+    @abstractmethod
     def degrade(self, image: NdarrayOrTensor, rng: np.random.Generator) -> NdarrayOrTensor:
-        raise NotImplementedError
+        """Apply the degradation with ``self.params`` to one image."""
 
     def randomize(self, data: Any = None) -> None:
         super().randomize(None)

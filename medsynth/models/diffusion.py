@@ -38,8 +38,12 @@ class DiffusionConfig:
     guidance_scale: float = 1.0
     sampler: Sampler = "ddim"
     num_inference_steps: int = 50
+    ensemble: int = 1  # samples averaged per output: >1 estimates the posterior mean (higher PSNR, less texture)
+    residual: bool = False  # diffuse target - condition (SR3/ResShift-style), for image conditions
 
     def validate(self) -> None:
+        if self.ensemble < 1:
+            raise ValueError(f"ensemble: must be at least 1, got {self.ensemble}")
         if len(self.attention_levels) != len(self.channels):
             raise ValueError("attention_levels: needs one entry per level of channels")
         if any(c % self.norm_num_groups for c in self.channels):
@@ -80,6 +84,8 @@ class DiffusionSynthesizer(nn.Module):
         )
         self.scheduler = DDPMScheduler(config.num_train_timesteps, schedule=config.schedule,
                                        prediction_type=config.prediction_type)
+        if config.residual and condition_channels != 1:
+            raise ValueError("model.residual needs a one-channel image condition (denoise or super_resolve)")
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"network": list(self.network.parameters())}
@@ -92,8 +98,8 @@ class DiffusionSynthesizer(nn.Module):
         return self.network(inputs, t)
 
     def training_step(self, batch: dict[str, torch.Tensor], context: StepContext) -> dict[str, float]:
-        x0 = batch["target"] * 2 - 1
         condition = batch.get("condition")
+        x0 = self._to_model(batch["target"], condition)
         batch_size = x0.shape[0]
         if condition is not None and self.config.condition_dropout > 0:
             keep = context.rand((batch_size,)) >= self.config.condition_dropout
@@ -112,6 +118,13 @@ class DiffusionSynthesizer(nn.Module):
         loss = torch.nn.functional.mse_loss(prediction.float(), target)
         grad_norm = context.optimize("network", loss)
         return {"loss": float(loss.detach()), "grad_norm": grad_norm}
+
+    def _to_model(self, image: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        """Image in [0, 1] -> the diffused variable in [-1, 1] (the residual over the condition, if set)."""
+        return image - condition if self.config.residual else image * 2 - 1
+
+    def _from_model(self, x0: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        return (condition + x0).clamp(0, 1) if self.config.residual else (x0 + 1) / 2
 
     def _split(self, output: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Model output -> (x0 clipped to [-1, 1], eps consistent with it)."""
@@ -137,6 +150,7 @@ class DiffusionSynthesizer(nn.Module):
         guidance_scale: float | None = None,
         init: torch.Tensor | None = None,
         strength: float = 1.0,
+        ensemble: int | None = None,
     ) -> torch.Tensor:
         """Generate images in [0, 1].
 
@@ -151,6 +165,8 @@ class DiffusionSynthesizer(nn.Module):
             init: ``(B, 1, *spatial)`` image in [0, 1] to start from (SDEdit, Meng et al. 2022):
                 it is noised to ``strength`` of the schedule and denoised from there.
             strength: fraction of the schedule to noise ``init`` to, in (0, 1].
+            ensemble: average this many samples (seeds ``seed``, ``seed + 1``, ...): an estimate
+                of the posterior mean, the estimate that maximises PSNR (default from the config).
         """
         config = self.config
         given = 0 if condition is None else condition.shape[1]
@@ -167,7 +183,6 @@ class DiffusionSynthesizer(nn.Module):
             shape = (reference.shape[0], 1, *reference.shape[2:])
         if not 0 < strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
-        generator = torch.Generator().manual_seed(seed)
         T = config.num_train_timesteps
         start = round(strength * (T - 1))
         if sampler == "ddpm":
@@ -180,12 +195,9 @@ class DiffusionSynthesizer(nn.Module):
         pads = [(-size) % multiple for size in spatial]
         padding = [p for pad in reversed(pads) for p in (pad // 2, pad - pad // 2)]
         padded = (*shape[:2], *(s + p for s, p in zip(spatial, pads, strict=True)))
-        x = torch.randn(padded, generator=generator).to(device)
-        if init is not None:
-            alpha = self.scheduler.alphas_cumprod[start].to(device)
-            x = alpha.sqrt() * (_pad(init.to(device), padding) * 2 - 1) + (1 - alpha).sqrt() * x
         if condition is not None:
             condition = _pad(condition.to(device), padding)
+        start_image = None if init is None else self._to_model(_pad(init.to(device), padding), condition)
         alphas = self.scheduler.alphas_cumprod.to(device)
 
         def denoise(x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,10 +208,18 @@ class DiffusionSynthesizer(nn.Module):
                 output = unconditional + guidance * (output - unconditional)
             return self._split(output.float(), x_t, alphas[t])
 
-        x0 = run_sampler(denoise, x, timesteps, alphas, eta=1.0 if sampler == "ddpm" else 0.0, generator=generator)
+        total = torch.zeros(padded, device=device)
+        count = ensemble or config.ensemble
+        for k in range(count):
+            generator = torch.Generator().manual_seed(seed + k)
+            x = torch.randn(padded, generator=generator).to(device)
+            if start_image is not None:
+                x = alphas[start].sqrt() * start_image + (1 - alphas[start]).sqrt() * x
+            x0 = run_sampler(denoise, x, timesteps, alphas, eta=1.0 if sampler == "ddpm" else 0.0,
+                             generator=generator)
+            total += self._from_model(x0, condition)
         crop = tuple(slice(before, before + size) for before, size in zip(padding[-2::-2], spatial, strict=True))
-        return (x0[(slice(None), slice(None), *crop)] + 1) / 2
-
+        return (total / count)[(slice(None), slice(None), *crop)]
 
 def _pad(image: torch.Tensor, padding: list[int]) -> torch.Tensor:
     """Replicate-pad the spatial axes (``F.pad`` order: last axis first)."""

@@ -7,14 +7,20 @@ so a resumed run sees exactly the batches an uninterrupted run would.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medsynth.data import low_dose_ct_noise, preprocessing, thick_slices
-from medsynth.data.degradations import gaussian_noise, kspace_truncation, rician_noise
+from medsynth.data import (
+    RandImageNoised,
+    RandKSpaceTruncationd,
+    RandLowDoseCTd,
+    RandThickSlicesd,
+    preprocessing,
+)
 from medsynth.errors import MedsynthError
 from medsynth.io import find_images
 from medsynth.io.monai_reader import to_metatensor
@@ -183,31 +189,38 @@ def make_condition(target: torch.Tensor, label: torch.Tensor | None, job: JobCon
             return None
         one_hot = F.one_hot(label[:, 0].long(), job.num_classes)
         return one_hot.movedim(-1, 1).to(target.dtype)
-    conditions = []
-    for sample in target:
-        seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
-        rng = np.random.default_rng(seed)
-        conditions.append(torch.as_tensor(degrade(sample.numpy(), job, scaling, rng), dtype=target.dtype))
-    return torch.stack(conditions)
+    degrade = degradation(job, scaling)
+    conditions = [degrade(sample.numpy(), int(torch.randint(2**31 - 1, (1,), generator=generator)))
+                  for sample in target]
+    return torch.as_tensor(np.stack(conditions), dtype=target.dtype)
 
 
-def degrade(image: np.ndarray, job: JobConfig, scaling: dict, rng: np.random.Generator) -> np.ndarray:
-    """Degrade one channel-first image in [0, 1] as ``job`` says, with parameters drawn from ``rng``."""
-    if job.name == "denoise":
-        if job.noise == "low_dose_ct":
-            low, high = scaling.get("low", -1000.0), scaling.get("high", 1000.0)
-            photons = float(np.exp(rng.uniform(np.log(job.photons[0]), np.log(job.photons[1]))))
-            hu = image * (high - low) + low
-            noisy = low_dose_ct_noise(hu, photons, rng)
-            return np.clip((noisy - low) / (high - low), -0.5, 1.5)
-        sigma = float(rng.uniform(*job.noise_sigma))
-        add_noise = rician_noise if job.noise == "rician" else gaussian_noise
-        return add_noise(image, sigma, rng)
-    factor = int(rng.integers(job.factor[0], job.factor[1] + 1))
-    if job.degradation == "kspace":
-        axis = job.degrade_axis % (image.ndim - 1)
-        return kspace_truncation(image, factor, axes=(axis,))
-    return thick_slices(image, factor, axis=job.degrade_axis)
+def degradation(job: JobConfig, scaling: dict) -> Callable[[np.ndarray, int], np.ndarray]:
+    """``degrade(image, seed)``: the job's random degradation (a medsynth.data transform) of one
+    channel-first image in [0, 1], parameters drawn from ``seed``.
+
+    Low-dose CT noise is simulated in HU: the image is mapped back through its intensity
+    scaling, degraded, and scaled again (values may leave [0, 1] slightly, as noise does).
+    """
+    if job.name == "denoise" and job.noise == "low_dose_ct":
+        transform = RandLowDoseCTd("image", photons_range=job.photons)
+    elif job.name == "denoise":
+        transform = RandImageNoised("image", kind=job.noise, sigma_range=job.noise_sigma)
+    elif job.degradation == "kspace":
+        transform = RandKSpaceTruncationd("image", factor_range=job.factor, axes=job.degrade_axis)
+    else:
+        transform = RandThickSlicesd("image", factor_range=job.factor, axis=job.degrade_axis)
+    low, high = float(scaling.get("low", 0.0)), float(scaling.get("high", 1.0))
+    in_hu = job.name == "denoise" and job.noise == "low_dose_ct"
+
+    def degrade(image: np.ndarray, seed: int) -> np.ndarray:
+        transform.set_random_state(seed)
+        if not in_hu:
+            return transform({"image": image})["image"]
+        noisy = transform({"image": image * (high - low) + low})["image"]
+        return np.clip((noisy - low) / (high - low), -0.5, 1.5)
+
+    return degrade
 
 
 def training_sources(config: ExperimentConfig) -> tuple[PatchSampler, list[Volume], list[Volume]]:
@@ -218,4 +231,5 @@ def training_sources(config: ExperimentConfig) -> tuple[PatchSampler, list[Volum
     return PatchSampler(train, config.data, config.spatial_dims), train, held
 
 
-__all__ = ["PatchSampler", "Volume", "degrade", "load_volumes", "make_condition", "split_holdout", "training_sources"]
+__all__ = ["PatchSampler", "Volume", "degradation", "load_volumes", "make_condition", "split_holdout",
+           "training_sources"]
