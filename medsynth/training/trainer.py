@@ -281,11 +281,14 @@ class Trainer:
                         lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
                         self.run.append_log({"step": done, **losses, "lr": lr, "seconds": round(seconds, 3)})
                         bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items() if "loss" in k})
-                    if done % train.checkpoint_every == 0 or done == train.steps or stop.requested:
+                    saved = done % train.checkpoint_every == 0 or done == train.steps
+                    if saved:
                         self._save(done, seconds)
                     if done % train.sample_every == 0 or done == train.steps:
                         self.save_sample_grid(done)
-                    if stop.requested:
+                    if stop.requested:  # checked last: Ctrl-C may arrive during the sample grid
+                        if not saved:
+                            self._save(done, seconds)
                         raise MedsynthError(f"interrupted; checkpoint saved at step {done} in {self.run.path}; "
                                             "continue with the same command and --resume")
             finally:
