@@ -91,8 +91,7 @@ def prepare_output_dir(output_dir: str | os.PathLike, input_path: str | os.PathL
         raise MedsynthError(f"{output_dir}: output path exists and is not a folder")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".medsynth-write-test-"):
-            pass
+        tempfile.NamedTemporaryFile(dir=output_dir, prefix=".medsynth-write-test-").close()  # probe: deleted on close
     except OSError as err:
         raise MedsynthError(f"{output_dir}: output folder is not writable ({err.strerror or err})") from None
     return output_dir
