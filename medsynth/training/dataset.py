@@ -24,7 +24,7 @@ from medsynth.data import (
 from medsynth.errors import MedsynthError
 from medsynth.io import find_images
 from medsynth.io.monai_reader import to_metatensor
-from medsynth.io.pairing import pair_labels
+from medsynth.io.pairing import check_label, pair_labels
 from medsynth.training.experiment import DataConfig, ExperimentConfig, JobConfig
 
 log = logging.getLogger("medsynth")
@@ -48,39 +48,37 @@ def load_volumes(data: DataConfig, spatial_dims: int) -> list[Volume]:
     Raises:
         MedsynthError: no usable image, label problems, or 2D images for a 3D config.
     """
-    label_key = "label" if data.labels or not data.images else None
-    options = dict(keys=("image",), label_key=label_key, spacing_mm=data.spacing_mm, modality=data.modality,
-                   window=data.ct_window)
     if data.images is None:
         from medsynth.data.samples import mni152
 
         if (data.modality or "").upper() == "CT":
             raise MedsynthError("data.images: the bundled MNI152 template is MR; a CT config needs CT data (--data)")
         image, label = mni152()
-        items = [{"image": to_metatensor(image), "label": to_metatensor(label), "name": "mni152_t1"}]
-        load = preprocessing(**options, load=False)
+        items = [{"image": image, "label": label, "name": "mni152_t1"}]
     else:
         sources = find_images(data.images)
-        if data.labels:
-            items = [{"image": str(i.path), "label": str(label.path), "name": i.name}
-                     for i, label in pair_labels(sources, data.labels)]
+        if data.labels:  # each label read once and checked: integer-valued, on its image's grid
+            items = []
+            for image_source, label_source in pair_labels(sources, data.labels):
+                image = image_source.read()
+                items.append({"image": image, "label": check_label(label_source.read(), image), "name": image.name})
         else:
-            items = [{"image": str(s.path), "name": s.name} for s in sources]
-        load = preprocessing(**options)
+            items = [{"image": source.read(), "name": source.name} for source in sources]
+    label_key = "label" if "label" in items[0] else None
+    load = preprocessing(keys=("image",), label_key=label_key, spacing_mm=data.spacing_mm, modality=data.modality,
+                         window=data.ct_window, load=False)
     volumes = []
     for item in items:
-        loaded = load({k: v for k, v in item.items() if k != "name"})
+        loaded = load({k: to_metatensor(v) for k, v in item.items() if k != "name"})
         image, label = loaded["image"], loaded.get("label")
         if image.ndim == 3:  # a 2D image: one slice
             if spatial_dims == 3:
                 raise MedsynthError(f"{item['name']}: 2D image, but the config is 3D (spatial_dims: 3)")
             image = image[..., None]
             label = None if label is None else label[..., None]
-        source = item["image"] if isinstance(item["image"], str) else item["name"]
+        source = item["image"].meta.get("source") or item["name"]
         volumes.append(Volume(image.as_tensor().float(), None if label is None else label.as_tensor().round().long(),
                               str(source), dict(image.meta.get("intensity_scaling", {}))))
-    if not volumes:
-        raise MedsynthError(f"{data.images}: no usable image")
     return volumes
 
 

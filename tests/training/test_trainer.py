@@ -122,6 +122,7 @@ def test_real_ct_slice_from_pydicom(tmp_path, pydicom_file):
     ("no_labels", [], "needs a label map"),
     ("two_d_data", ["spatial_dims=3", "data.patch_size=[8, 8, 8]"], "2D image, but the config is 3D"),
     ("empty", [], "folder is empty"),
+    ("label_off_grid", [], "label affine differs"),
 ])
 def test_bad_training_data(tmp_path, setup, overrides, message):
     data = {"holdout": [0.0, 0.0], "min_foreground": 0.0}
@@ -133,6 +134,9 @@ def test_bad_training_data(tmp_path, setup, overrides, message):
         data["images"] = str(tmp_path / "empty")
     else:
         folder = _phantom_folder(tmp_path, with_labels=setup != "no_labels", label_value=7)
+        if setup == "label_off_grid":
+            write_nifti(MedicalImage(np.zeros((24, 24, 20), np.float32), np.diag([1.0, 1.0, 1.0, 1.0])),
+                        folder / "labels" / "case1.nii.gz")
         data["images"] = str(folder / "images")
         if setup != "no_labels":
             data["labels"] = str(folder / "labels")
