@@ -12,10 +12,12 @@ from medsynth.config import from_dict
 from medsynth.errors import MedsynthError
 from medsynth.models.base import StepContext, Synthesizer
 from medsynth.models.diffusion import DiffusionConfig, DiffusionSynthesizer
+from medsynth.models.gan import GANConfig, GANSynthesizer
 
 #: family name -> (options dataclass, synthesizer class)
 FAMILIES: dict[str, tuple[type, type]] = {
     "diffusion": (DiffusionConfig, DiffusionSynthesizer),
+    "gan": (GANConfig, GANSynthesizer),
 }
 
 

@@ -38,6 +38,33 @@ class StepContext:
         return torch.randint(0, high, shape, generator=self.generator).to(self.device)
 
 
+@dataclass(frozen=True)
+class GridPadding:
+    """Replicate padding of the spatial axes up to a multiple (a network's total stride), and the crop back.
+
+    Networks that halve the grid ``n`` times need sides divisible by ``2**n``; images of any size
+    are padded on both sides, run, and cropped back to their own grid.
+    """
+
+    padding: tuple[int, ...]  # torch.nn.functional.pad order: last axis first, (before, after) pairs
+    crop: tuple[slice, ...]
+    shape: tuple[int, ...]  # padded spatial shape
+
+    @classmethod
+    def to_multiple(cls, spatial: tuple[int, ...], multiple: int) -> GridPadding:
+        pads = [(-size) % multiple for size in spatial]
+        padding = tuple(p for pad in reversed(pads) for p in (pad // 2, pad - pad // 2))
+        crop = tuple(slice(pad // 2, pad // 2 + size) for pad, size in zip(pads, spatial, strict=True))
+        return cls(padding, crop, tuple(s + p for s, p in zip(spatial, pads, strict=True)))
+
+    def pad(self, image: torch.Tensor) -> torch.Tensor:
+        """Pad ``(B, C, *spatial)`` (replicating the border voxels)."""
+        return torch.nn.functional.pad(image, list(self.padding), mode="replicate") if any(self.padding) else image
+
+    def crop_back(self, image: torch.Tensor) -> torch.Tensor:
+        return image[(slice(None), slice(None), *self.crop)]
+
+
 @runtime_checkable
 class Synthesizer(Protocol):
     """A conditional generator: condition ``(B, C, *spatial)`` (or nothing) to image ``(B, 1, *spatial)``.
@@ -50,8 +77,10 @@ class Synthesizer(Protocol):
     family: str
     spatial_dims: int
 
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters per optimizer, e.g. ``{"network": ...}`` or ``{"generator": ..., "discriminator": ...}``."""
+    def parameter_groups(self) -> dict[str, dict]:
+        """One optimizer per entry, in ``torch.optim`` param-group style: ``{"params": [...]}`` plus
+        optional ``lr_scale`` (times ``train.lr``, e.g. TTUR) and ``betas``; names such as
+        ``"network"`` or ``"generator"`` and ``"discriminator"``."""
 
     def ema_modules(self) -> dict[str, nn.Module]:
         """Sub-modules whose exponential moving average is used for sampling."""

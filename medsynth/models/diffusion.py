@@ -16,7 +16,7 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 from torch import nn
 
-from medsynth.models.base import StepContext
+from medsynth.models.base import GridPadding, StepContext
 from medsynth.models.samplers import run_sampler, spaced_timesteps
 
 Sampler = Literal["ddim", "ddpm"]
@@ -40,6 +40,7 @@ class DiffusionConfig:
     num_inference_steps: int = 50
     ensemble: int = 1  # samples averaged per output: >1 estimates the posterior mean (higher PSNR, less texture)
     residual: bool = False  # diffuse target - condition (SR3/ResShift-style), for image conditions
+    residual_scale: float = 1.0  # residual multiplier: bring its std near the [-1, 1] image's (~0.5)
 
     def validate(self) -> None:
         if self.ensemble < 1:
@@ -54,6 +55,8 @@ class DiffusionConfig:
             raise ValueError(f"num_inference_steps: must be in [1, {self.num_train_timesteps}]")
         if self.num_train_timesteps < 2:
             raise ValueError("num_train_timesteps: must be at least 2")
+        if self.residual_scale <= 0:
+            raise ValueError(f"residual_scale: must be positive, got {self.residual_scale}")
 
 
 class DiffusionSynthesizer(nn.Module):
@@ -87,8 +90,8 @@ class DiffusionSynthesizer(nn.Module):
         if config.residual and condition_channels != 1:
             raise ValueError("model.residual needs a one-channel image condition (denoise or super_resolve)")
 
-    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"network": list(self.network.parameters())}
+    def parameter_groups(self) -> dict[str, dict]:
+        return {"network": {"params": list(self.network.parameters())}}
 
     def ema_modules(self) -> dict[str, nn.Module]:
         return {"network": self.network}
@@ -119,15 +122,26 @@ class DiffusionSynthesizer(nn.Module):
         grad_norm = context.optimize("network", loss)
         return {"loss": float(loss.detach()), "grad_norm": grad_norm}
 
+    @property
+    def _bound(self) -> float:
+        """Largest magnitude of the diffused variable (predictions of x0 are clipped to it)."""
+        return self.config.residual_scale if self.config.residual else 1.0
+
     def _to_model(self, image: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
-        """Image in [0, 1] -> the diffused variable in [-1, 1] (the residual over the condition, if set)."""
-        return image - condition if self.config.residual else image * 2 - 1
+        """Image in [0, 1] -> the diffused variable: the image in [-1, 1], or the scaled residual over
+        the condition. Residuals are small (std ~0.04 for 2-4x thick slices): unscaled, the noise
+        drowns them at all but the last timesteps and few-step samplers lose them (EDM's sigma_data)."""
+        if self.config.residual:
+            return (image - condition) * self.config.residual_scale
+        return image * 2 - 1
 
     def _from_model(self, x0: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
-        return (condition + x0).clamp(0, 1) if self.config.residual else (x0 + 1) / 2
+        if self.config.residual:
+            return (condition + x0 / self.config.residual_scale).clamp(0, 1)
+        return (x0 + 1) / 2
 
     def _split(self, output: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model output -> (x0 clipped to [-1, 1], eps consistent with it)."""
+        """Model output -> (x0 clipped to the variable's range, eps consistent with it)."""
         a, s = alpha.sqrt(), (1 - alpha).sqrt()
         if self.config.prediction_type == "epsilon":
             x0 = (x - s * output) / a
@@ -135,7 +149,7 @@ class DiffusionSynthesizer(nn.Module):
             x0 = a * x - s * output
         else:
             x0 = output
-        x0 = x0.clamp(-1, 1)
+        x0 = x0.clamp(-self._bound, self._bound)
         return x0, (x - a * x0) / s.clamp(min=1e-8)
 
     @torch.no_grad()
@@ -190,14 +204,11 @@ class DiffusionSynthesizer(nn.Module):
         else:
             timesteps = spaced_timesteps(T, min(steps, start + 1), start)
         # the UNet halves the grid len(channels) - 1 times: pad to a multiple, crop at the end
-        multiple = 2 ** (len(config.channels) - 1)
-        spatial = tuple(shape[2:])
-        pads = [(-size) % multiple for size in spatial]
-        padding = [p for pad in reversed(pads) for p in (pad // 2, pad - pad // 2)]
-        padded = (*shape[:2], *(s + p for s, p in zip(spatial, pads, strict=True)))
+        grid = GridPadding.to_multiple(tuple(shape[2:]), 2 ** (len(config.channels) - 1))
+        padded = (*shape[:2], *grid.shape)
         if condition is not None:
-            condition = _pad(condition.to(device), padding)
-        start_image = None if init is None else self._to_model(_pad(init.to(device), padding), condition)
+            condition = grid.pad(condition.to(device))
+        start_image = None if init is None else self._to_model(grid.pad(init.to(device)), condition)
         alphas = self.scheduler.alphas_cumprod.to(device)
 
         def denoise(x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,11 +229,4 @@ class DiffusionSynthesizer(nn.Module):
             x0 = run_sampler(denoise, x, timesteps, alphas, eta=1.0 if sampler == "ddpm" else 0.0,
                              generator=generator)
             total += self._from_model(x0, condition)
-        crop = tuple(slice(before, before + size) for before, size in zip(padding[-2::-2], spatial, strict=True))
-        return (total / count)[(slice(None), slice(None), *crop)]
-
-def _pad(image: torch.Tensor, padding: list[int]) -> torch.Tensor:
-    """Replicate-pad the spatial axes (``F.pad`` order: last axis first)."""
-    if not any(padding):
-        return image
-    return torch.nn.functional.pad(image, padding, mode="replicate")
+        return grid.crop_back(total / count)

@@ -170,15 +170,19 @@ class Trainer:
         self.scaling = train_volumes[0].scaling
         self.model: Synthesizer = build_synthesizer(config.family, config.spatial_dims,
                                                     config.job.condition_channels, config.model).to(self.device)
-        self.optimizers = {name: torch.optim.AdamW(params, lr=config.train.lr, weight_decay=config.train.weight_decay)
-                           for name, params in self.model.parameter_groups().items()}
+        self.optimizers = {
+            name: torch.optim.AdamW(group["params"], lr=config.train.lr * group.get("lr_scale", 1.0),
+                                    betas=group.get("betas", (0.9, 0.999)), weight_decay=config.train.weight_decay)
+            for name, group in self.model.parameter_groups().items()}
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
                            for name, opt in self.optimizers.items()}
         self.ema = EMA(self.model.ema_modules(), config.train.ema_decay)
         self.generator = torch.Generator().manual_seed(config.train.seed)
         use_amp = config.train.amp and self.device.type == "cuda"
         self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if use_amp else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        # one loss scaler per optimizer: a GAN's two losses have their own scales and steps
+        self.scalers = {name: torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+                        for name in self.optimizers}
         self.preview = self._preview_batch(held_volumes or train_volumes)
 
     def _lr_factor(self, step: int) -> float:
@@ -211,14 +215,14 @@ class Trainer:
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def _optimize(self, group: str, loss: torch.Tensor) -> float:
-        optimizer = self.optimizers[group]
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(optimizer)
+        optimizer, scaler = self.optimizers[group], self.scalers[group]
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         limit = self.config.train.grad_clip or float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, limit)
-        self.scaler.step(optimizer)
-        self.scaler.update()
+        scaler.step(optimizer)
+        scaler.update()
         optimizer.zero_grad(set_to_none=True)
         return float(norm)
 
@@ -231,7 +235,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
             "schedulers": {k: v.state_dict() for k, v in self.schedulers.items()},
-            "scaler": self.scaler.state_dict(),
+            "scalers": {k: v.state_dict() for k, v in self.scalers.items()},
         }
         self.run.save_checkpoint(step, self.model.state_dict(), self.ema.shadow, state)
 
@@ -244,7 +248,8 @@ class Trainer:
             optimizer.load_state_dict(state["optimizers"][name])
         for name, scheduler in self.schedulers.items():
             scheduler.load_state_dict(state["schedulers"][name])
-        self.scaler.load_state_dict(state["scaler"])
+        for name, scaler in self.scalers.items():
+            scaler.load_state_dict(state["scalers"][name])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         return int(state["step"]), float(state["elapsed_seconds"])

@@ -19,14 +19,16 @@ from medsynth.training.inference import load_synthesizer
 
 TINY_MODEL = {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8,
               "num_head_channels": 8, "num_train_timesteps": 20, "num_inference_steps": 2}
+TINY_GAN = {"channels": [8, 16], "noise_channels": 2, "spade_hidden": 8, "discriminator_channels": 8,
+            "discriminator_layers": 2, "r1_weight": 1.0, "r1_every": 2}
 TINY_TRAIN = {"steps": 6, "batch_size": 2, "log_every": 2, "checkpoint_every": 3, "sample_every": 6,
               "sample_steps": 2, "warmup_steps": 2}
 
 
-def tiny_config(tmp_path, job_name="denoise", dims=2, **sections):
-    config = {"job": {"name": job_name}, "spatial_dims": dims,
+def tiny_config(tmp_path, job_name="denoise", dims=2, family="diffusion", **sections):
+    config = {"job": {"name": job_name}, "spatial_dims": dims, "family": family,
               "data": {"patch_size": [16] * dims, "holdout": [0.45, 0.6]},
-              "model": TINY_MODEL, "train": TINY_TRAIN}
+              "model": TINY_GAN if family == "gan" else TINY_MODEL, "train": TINY_TRAIN}
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
     path = tmp_path / f"{job_name}_{dims}d.yaml"
@@ -58,8 +60,25 @@ def test_run_directory_for_every_job(tmp_path, job, dims):
     assert "prediction_type" in saved.model
 
 
-def test_resume_is_bit_for_bit(tmp_path):
-    path = tiny_config(tmp_path)
+@pytest.mark.parametrize("job, dims", [("generate", 2), ("super_resolve", 3)])
+def test_gan_runs_on_the_same_trainer_and_logs_stability_signals(tmp_path, job, dims):
+    path = tiny_config(tmp_path, job, dims, family="gan", job={"name": job, "degrade_axis": -1},
+                       model={"residual": job != "generate", "diversity_weight": float(job == "generate")})
+    Trainer(load_experiment(path), tmp_path / "run", progress=False).fit()
+    run = tmp_path / "run"
+    rows = read_log(run)
+    assert {"loss_d", "loss_g", "d_real_accuracy", "d_fake_accuracy", "grad_norm_d", "grad_norm_g", "diversity",
+            "r1", "lr"} <= set(rows[0])
+    assert (run / "samples" / "step_0000006.png").stat().st_size > 1000
+    weights = load_file(run / "checkpoints" / "step_0000006" / "ema.safetensors")
+    assert weights and all(k.startswith("generator.") for k in weights)  # EMA of the generator only
+    model = load_synthesizer(run)
+    assert model.family == "gan" and model.job.name == job
+
+
+@pytest.mark.parametrize("family", ["diffusion", "gan"])
+def test_resume_is_bit_for_bit(tmp_path, family):
+    path = tiny_config(tmp_path, family=family)
     Trainer(load_experiment(path), tmp_path / "straight", progress=False).fit()
     Trainer(load_experiment(path), tmp_path / "killed", progress=False).fit()
     # make it look killed after the step-3 checkpoint: latest points there, a stale log row past it
@@ -72,8 +91,10 @@ def test_resume_is_bit_for_bit(tmp_path):
     straight = load_file(tmp_path / "straight" / "checkpoints" / "step_0000006" / "model.safetensors")
     resumed = load_file(checkpoints / "step_0000006" / "model.safetensors")
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
-    losses = [(r["step"], r["loss"]) for r in read_log(tmp_path / "straight")]
-    assert losses == [(r["step"], r["loss"]) for r in read_log(tmp_path / "killed")]
+    straight_log, resumed_log = read_log(tmp_path / "straight"), read_log(tmp_path / "killed")
+    assert [r["step"] for r in resumed_log] == ["2", "4", "6"]
+    drop_time = [{k: v for k, v in r.items() if k != "seconds"} for r in straight_log]
+    assert drop_time == [{k: v for k, v in r.items() if k != "seconds"} for r in resumed_log]
 
 
 def test_existing_run_is_not_overwritten_and_resume_needs_the_same_config(tmp_path):

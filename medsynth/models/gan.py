@@ -1,0 +1,301 @@
+"""The conditional GAN family: a SPADE U-Net generator with a noise input + MONAI ``PatchDiscriminator``.
+
+- Generator: an encoder-decoder (U-Net) over the condition; the decoder's normalisation layers
+  are MONAI ``SPADE`` blocks modulated by the condition (the label map for ``generate``, the
+  degraded image for restoration; Park et al. 2019), and a Gaussian noise map joins the
+  bottleneck so one condition yields varied outputs. Restoration jobs may predict a correction
+  added to the condition (``residual``).
+- Discriminator: MONAI ``PatchDiscriminator`` on ``[condition, image]`` (pix2pix, Isola et al.
+  2017), with spectral norm and/or lazy R1 (Mescheder et al. 2018) as configured.
+- Losses: MONAI ``PatchAdversarialLoss`` (least squares or hinge), L1 to the target, feature
+  matching on the discriminator's layers (pix2pixHD), and a bounded mode-seeking term for
+  diversity (DSGAN, Yang et al. 2019): the output distance between two noise draws per unit of
+  noise distance, capped at ``diversity_cap``. Nothing needs downloaded weights.
+- Two optimizers (TTUR, Heusel et al. 2017): the discriminator's learning rate is
+  ``discriminator_lr_scale`` times ``train.lr``; Adam betas ``betas`` for both.
+
+Every step logs the stability signals the validation module compares: both losses, the
+discriminator's accuracy on real and fake patches, both gradient norms and ``diversity`` (mean
+absolute difference of two outputs for the same condition and different noise: near zero means
+the generator ignores its noise, i.e. mode collapse).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from monai.losses import PatchAdversarialLoss
+from monai.networks.blocks import Convolution
+from monai.networks.blocks.spade_norm import SPADE
+from monai.networks.layers import Norm
+from monai.networks.nets import PatchDiscriminator
+from torch import nn
+
+from medsynth.models.base import GridPadding, StepContext
+
+
+@dataclass
+class GANConfig:
+    """Options of the GAN family (the ``model:`` section of a config)."""
+
+    channels: tuple[int, ...] = (32, 64, 128)  # generator widths, one U-Net level each
+    noise_channels: int = 8  # Gaussian noise map at the bottleneck (0: deterministic generator)
+    spade_hidden: int = 32  # hidden width of the SPADE modulation networks
+    norm: Literal["batch", "instance"] = "batch"  # batch: statistics independent of the field of view
+    residual: bool = False  # restoration: predict a correction added to the condition
+    discriminator_channels: int = 32
+    discriminator_layers: int = 3  # strided layers: receptive field 70 px at 3 (pix2pix)
+    adversarial: Literal["least_squares", "hinge"] = "least_squares"
+    adversarial_weight: float = 1.0
+    l1_weight: float = 100.0
+    feature_matching_weight: float = 10.0
+    diversity_weight: float = 0.0  # mode seeking (DSGAN); worth it for generate
+    diversity_cap: float = 0.1  # tau: the diversity reward stops growing here
+    spectral_norm: bool = True
+    r1_weight: float = 0.0  # gamma of the R1 penalty on real images (0: off)
+    r1_every: int = 4  # lazy regularisation: penalty every k steps, scaled by k
+    discriminator_lr_scale: float = 2.0  # TTUR
+    betas: tuple[float, float] = (0.5, 0.999)
+
+    def validate(self) -> None:
+        if len(self.channels) < 2:
+            raise ValueError("channels: needs at least two levels")
+        if self.noise_channels < 0 or self.discriminator_layers < 1 or self.r1_every < 1:
+            raise ValueError("noise_channels >= 0, discriminator_layers >= 1 and r1_every >= 1 are required")
+        weights = ("adversarial_weight", "l1_weight", "feature_matching_weight", "diversity_weight", "r1_weight")
+        for key in weights:
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key}: must be non-negative, got {getattr(self, key)}")
+        if self.discriminator_lr_scale <= 0 or self.diversity_cap <= 0:
+            raise ValueError("discriminator_lr_scale and diversity_cap: must be positive")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas: must be in [0, 1), got {list(self.betas)}")
+
+
+class _ConvNorm(nn.Module):
+    """3x3 convolution -> normalisation (SPADE-modulated when given a condition) -> LeakyReLU."""
+
+    def __init__(self, dims: int, cin: int, cout: int, norm: str, condition_channels: int = 0,
+                 spade_hidden: int = 32, stride: int = 1) -> None:
+        super().__init__()
+        self.conv = Convolution(dims, cin, cout, strides=stride, kernel_size=3, conv_only=True)
+        self.spade = condition_channels > 0
+        if self.spade:
+            self.norm = SPADE(condition_channels, cout, spatial_dims=dims, hidden_channels=spade_hidden,
+                              norm=norm.upper())
+        else:
+            self.norm = Norm[norm, dims](cout, affine=True)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        x = self.conv(x)
+        return self.act(self.norm(x, condition) if self.spade else self.norm(x))
+
+
+class SpadeUNetGenerator(nn.Module):
+    """U-Net whose decoder is SPADE-modulated by the condition, with a noise map at the bottleneck.
+
+    Fully convolutional: any grid whose sides are multiples of ``2 ** (len(channels) - 1)``.
+    Unconditional models (no condition channels) take a full-resolution noise map as input.
+    """
+
+    def __init__(self, dims: int, condition_channels: int, config: GANConfig) -> None:
+        super().__init__()
+        channels, norm = config.channels, config.norm
+        self.noise_channels = config.noise_channels
+        self.conditional = condition_channels > 0
+        cin = condition_channels if self.conditional else max(1, config.noise_channels)
+        spade = {"condition_channels": condition_channels, "spade_hidden": config.spade_hidden}
+        self.encoder = nn.ModuleList([nn.ModuleList([_ConvNorm(dims, cin, channels[0], norm)])])
+        for before, width in zip(channels[:-1], channels[1:], strict=True):
+            self.encoder.append(nn.ModuleList([_ConvNorm(dims, before, width, norm, stride=2),
+                                               _ConvNorm(dims, width, width, norm)]))
+        self.bottleneck = _ConvNorm(dims, channels[-1] + config.noise_channels, channels[-1], norm, **spade)
+        self.decoder = nn.ModuleList()
+        for width, below in zip(reversed(channels[:-1]), reversed(channels[1:]), strict=True):
+            self.decoder.append(nn.ModuleList([_ConvNorm(dims, below + width, width, norm, **spade),
+                                               _ConvNorm(dims, width, width, norm, **spade)]))
+        self.head = Convolution(dims, channels[0], 1, kernel_size=1, conv_only=True)
+        self.residual = config.residual
+        self.stride = 2 ** (len(channels) - 1)
+
+    def noise_shape(self, batch: int, spatial: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of the bottleneck noise map for images of ``spatial`` size."""
+        return (batch, self.noise_channels, *(s // self.stride for s in spatial))
+
+    def forward(self, condition: torch.Tensor | None, noise: torch.Tensor,
+                input_noise: torch.Tensor | None = None) -> torch.Tensor:
+        """Image in [0, 1] (before clipping when ``residual``) from the condition and the noise map(s)."""
+        x = condition if self.conditional else input_noise
+        skips = []
+        for level in self.encoder:
+            for block in level:
+                x = block(x, None)
+            skips.append(x)
+        x = self.bottleneck(torch.cat([x, noise.to(x.dtype)], dim=1), condition)
+        for level, skip in zip(self.decoder, reversed(skips[:-1]), strict=True):
+            x = nn.functional.interpolate(x, size=skip.shape[2:], mode="nearest")
+            x = level[0](torch.cat([x, skip], dim=1), condition)
+            x = level[1](x, condition)
+        out = self.head(x)
+        return condition + out if self.residual else torch.sigmoid(out)
+
+
+class GANSynthesizer(nn.Module):
+    """Conditional GAN behind the :class:`~medsynth.models.base.Synthesizer` interface.
+
+    Args:
+        spatial_dims: 2 or 3.
+        condition_channels: channels of the condition (0: unconditional).
+        config: network and loss options.
+    """
+
+    family = "gan"
+
+    def __init__(self, spatial_dims: int, condition_channels: int, config: GANConfig) -> None:
+        super().__init__()
+        if config.residual and condition_channels != 1:
+            raise ValueError("model.residual needs a one-channel image condition (denoise or super_resolve)")
+        self.spatial_dims = spatial_dims
+        self.condition_channels = condition_channels
+        self.config = config
+        self.generator = SpadeUNetGenerator(spatial_dims, condition_channels, config)
+        self.discriminator = PatchDiscriminator(
+            spatial_dims=spatial_dims, channels=config.discriminator_channels, in_channels=1 + condition_channels,
+            num_layers_d=config.discriminator_layers, norm="INSTANCE", last_conv_kernel_size=3)
+        if config.spectral_norm:
+            for module in self.discriminator.modules():
+                if isinstance(module, (nn.Conv2d, nn.Conv3d)):
+                    nn.utils.parametrizations.spectral_norm(module)
+        self.adversarial = PatchAdversarialLoss(criterion=config.adversarial)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # counts lazy-R1 intervals; in checkpoints
+
+    def parameter_groups(self) -> dict[str, dict]:
+        betas = tuple(self.config.betas)
+        return {"discriminator": {"params": list(self.discriminator.parameters()), "betas": betas,
+                                  "lr_scale": self.config.discriminator_lr_scale},
+                "generator": {"params": list(self.generator.parameters()), "betas": betas}}
+
+    def ema_modules(self) -> dict[str, nn.Module]:
+        return {"generator": self.generator}
+
+    def _generate(self, condition: torch.Tensor | None, draw, batch: int, spatial: tuple[int, ...]) -> torch.Tensor:
+        noise = draw(self.generator.noise_shape(batch, spatial))
+        input_noise = None if condition is not None else draw((batch, max(1, self.config.noise_channels), *spatial))
+        return self.generator(condition, noise, input_noise)
+
+    def _discriminate(self, condition: torch.Tensor | None, image: torch.Tensor) -> list[torch.Tensor]:
+        inputs = image if condition is None else torch.cat([condition.to(image.dtype), image], dim=1)
+        return self.discriminator(inputs)
+
+    def training_step(self, batch: dict[str, torch.Tensor], context: StepContext) -> dict[str, float]:
+        config = self.config
+        real, condition = batch["target"], batch.get("condition")
+        size, spatial = real.shape[0], tuple(real.shape[2:])
+        r1_due = config.r1_weight > 0 and int(self.steps) % config.r1_every == 0
+        self.steps += 1
+
+        # discriminator: real vs. fake (fake detached), optional lazy R1 on the real images
+        with context.autocast():
+            fake = self._generate(condition, context.randn, size, spatial)
+        real_input = real.detach().requires_grad_(r1_due)
+        with context.autocast():
+            real_features = self._discriminate(condition, real_input)
+            fake_logits = self._discriminate(condition, fake.detach())[-1]
+            loss_d = 0.5 * (self.adversarial(real_features[-1], target_is_real=True, for_discriminator=True)
+                            + self.adversarial(fake_logits, target_is_real=False, for_discriminator=True))
+        r1 = torch.zeros(())
+        if r1_due:
+            (grad,) = torch.autograd.grad(real_features[-1].float().sum(), real_input, create_graph=True)
+            r1 = grad.pow(2).flatten(1).sum(1).mean()
+            loss_d = loss_d + 0.5 * config.r1_weight * config.r1_every * r1
+        grad_d = context.optimize("discriminator", loss_d)
+
+        # generator: fool the (frozen) discriminator, match its features, stay close to the target
+        self.discriminator.requires_grad_(False)
+        try:
+            with context.autocast():
+                fake_features = self._discriminate(condition, fake)
+                adversarial = self.adversarial(fake_features[-1], target_is_real=True, for_discriminator=False)
+                matching = torch.zeros((), device=real.device)
+                if config.feature_matching_weight > 0:  # against the updated discriminator's real features
+                    with torch.no_grad():
+                        targets = self._discriminate(condition, real)[:-1]
+                    matching = torch.stack([nn.functional.l1_loss(f, r)
+                                            for f, r in zip(fake_features[:-1], targets, strict=True)]).mean()
+            l1 = nn.functional.l1_loss(fake.float(), real)
+            # a second draw of noise for half the batch: the collapse signal, and the mode-seeking term
+            half = max(1, size // 2)
+            pair_condition = None if condition is None else condition[:half]
+            with torch.set_grad_enabled(config.diversity_weight > 0), context.autocast():
+                other = self._generate(pair_condition, context.randn, half, spatial)
+            diversity = (fake[:half].float() - other.float()).abs().mean()
+            loss_g = (config.adversarial_weight * adversarial + config.feature_matching_weight * matching
+                      + config.l1_weight * l1)
+            if config.diversity_weight > 0:
+                loss_g = loss_g - config.diversity_weight * torch.clamp(diversity, max=config.diversity_cap)
+            grad_g = context.optimize("generator", loss_g)
+        finally:
+            self.discriminator.requires_grad_(True)
+
+        real_logits = real_features[-1].detach()
+        result = {
+            "loss_d": float(loss_d.detach()), "loss_g": float(loss_g.detach()),
+            "loss_adversarial": float(adversarial.detach()), "loss_l1": float(l1.detach()),
+            "loss_feature_matching": float(matching.detach()),
+            "d_real_accuracy": float((real_logits > 0).float().mean()),
+            "d_fake_accuracy": float((fake_logits.detach() < 0).float().mean()),
+            "grad_norm_d": grad_d, "grad_norm_g": grad_g, "diversity": float(diversity.detach()),
+        }
+        if config.r1_weight > 0:
+            result["r1"] = float(r1.detach())
+        return result
+
+    @torch.no_grad()
+    def sample(
+        self,
+        condition: torch.Tensor | None,
+        *,
+        seed: int,
+        shape: tuple[int, ...] | None = None,
+        ensemble: int = 1,
+        sampler: str | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        init: torch.Tensor | None = None,
+        strength: float = 1.0,
+    ) -> torch.Tensor:
+        """Generate images in [0, 1] in one network evaluation.
+
+        Args:
+            condition: ``(B, C, *spatial)``, or ``None`` for an unconditional model (then give ``shape``).
+            seed: seeds the noise maps: same seed, same images.
+            shape: ``(B, 1, *spatial)`` when there is no condition.
+            ensemble: average this many outputs (seeds ``seed``, ``seed + 1``, ...).
+            sampler, num_inference_steps, guidance_scale: diffusion options, ignored (a GAN
+                samples in one step), accepted so callers need not ask which family they hold.
+            init, strength: variations of an image are a diffusion feature; a GAN refuses them.
+        """
+        if init is not None:
+            raise ValueError("variations of an image (init/strength) need a diffusion model; this is a GAN")
+        given = 0 if condition is None else condition.shape[1]
+        if given != self.condition_channels:
+            raise ValueError(f"this model takes a condition of {self.condition_channels} channels, got {given}")
+        if condition is None and shape is None:
+            raise ValueError("an unconditional sample needs `shape`")
+        shape = shape or (condition.shape[0], 1, *condition.shape[2:])
+        device = next(self.generator.parameters()).device
+        grid = GridPadding.to_multiple(tuple(shape[2:]), self.generator.stride)
+        if condition is not None:
+            condition = grid.pad(condition.to(device))
+        total = torch.zeros((shape[0], 1, *grid.shape), device=device)
+        for k in range(ensemble):
+            generator = torch.Generator().manual_seed(seed + k)
+
+            def draw(size: tuple[int, ...], generator: torch.Generator = generator) -> torch.Tensor:
+                return torch.randn(size, generator=generator).to(device)
+
+            total += self._generate(condition, draw, shape[0], grid.shape).float().clamp(0, 1)
+        return grid.crop_back(total / ensemble)
