@@ -75,6 +75,16 @@ def test_every_ready_made_config_is_valid(path):
     assert config.spatial_dims in (2, 3) and config.train.steps > 0
 
 
+def test_every_job_family_and_dimension_has_a_cpu_and_a_gpu_config():
+    names = {path.stem for path in CONFIGS}
+    for job in ("generate", "denoise", "super_resolve"):
+        for dims in (2, 3):
+            for family in ("diffusion", "gan"):
+                stem = f"{job}_{dims}d_{family}"
+                assert {stem, f"{stem}_full"} <= names, stem
+                assert load_experiment(Path(CONFIGS[0]).parent / f"{stem}.yaml").family == family
+
+
 @pytest.mark.parametrize("override, message", [
     ("train.steps=-5", "train.steps: must be at least 1"),
     ("train.batch_size=0", "train.batch_size: must be at least 1"),

@@ -1,13 +1,16 @@
-"""Quality of the CPU-sized diffusion configs on held-out real data, against classical baselines.
+"""Quality of the CPU-sized configs of each model family on held-out real data, side by side with
+classical baselines.
 
-For each job it trains the ready-made config (or reuses a finished run in --runs), then evaluates
-on the axial slab of the MNI152 template that the config holds out (``data.holdout``: never
-seen in training):
+For each family and job it trains the ready-made config ``configs/<job>_<dims>d_<family>.yaml``
+(or reuses a finished run in --runs), then evaluates on the axial slab of the MNI152 template
+that the config holds out (``data.holdout``: never seen in training). The configs of both
+families are sized to the same CPU wall time; ``train_seconds`` records what each took.
 
 - denoise: Rician noise, sigma = 5% of the range (fixed seed). PSNR/SSIM of the noisy input,
-  of non-local means (scikit-image, h = 0.8 sigma, fast mode) and of the model at several
-  samplers (DDIM-k; the mean of 4 DDIM-5 samples, an estimate of the posterior mean; DDPM-1000
-  with --ddpm). Targets: +4 dB over the input; beat NLM in PSNR or SSIM.
+  of non-local means (scikit-image, h = 0.8 sigma, fast mode) and of the model (diffusion at
+  several samplers: DDIM-k; the mean of 4 DDIM-5 samples, an estimate of the posterior mean;
+  DDPM-1000 with --ddpm. GAN: one forward pass). Targets: +4 dB over the input; beat NLM in
+  PSNR or SSIM.
 - super_resolve: thick axial slices (box average of `factor` slices) of the slab, reconstructed
   on the isotropic grid. Baseline: cubic (2D) / linear-in-z = trilinear (3D) interpolation from
   the thick-slice centres. Target: PSNR and SSIM above the baseline.
@@ -16,10 +19,11 @@ seen in training):
 
 PSNR is over the head (label > 0) with data range 1 (images normalised to [0, 1]); SSIM over
 the whole slice (2D) or slab (3D). Everything is computed in this run; results are merged into
-benchmarks/results/diffusion_quality_<dims>d.json (one entry per job, replaced when re-run).
+benchmarks/results/quality_<dims>d.json (``{family: {job: ...}}``, an entry replaced when re-run)
+and a side-by-side table of every family's default setting is printed.
 
-Usage: python benchmarks/diffusion_quality.py [--dims 2|3] [--jobs denoise super_resolve generate]
-       [--runs runs/bench] [--ddpm] [--set train.steps=100 ...]
+Usage: python benchmarks/quality.py [--dims 2|3] [--families diffusion gan]
+       [--jobs denoise super_resolve generate] [--runs runs/bench] [--ddpm] [--set train.steps=100 ...]
 """
 
 from __future__ import annotations
@@ -41,13 +45,21 @@ from medsynth.training.dataset import load_volumes, split_holdout
 from medsynth.training.inference import load_synthesizer
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+RESULTS = Path(__file__).resolve().parent / "results"
 SIGMA = 0.05
-#: (sampler, steps, ensemble): ensemble > 1 averages that many samples (posterior-mean estimate)
-SETTINGS = [("ddim", 1, 1), ("ddim", 5, 1), ("ddim", 10, 1), ("ddim", 20, 1), ("ddim", 5, 4)]
+#: diffusion (sampler, steps, ensemble): ensemble > 1 averages that many samples (posterior-mean estimate)
+DIFFUSION_SETTINGS = [("ddim", 1, 1), ("ddim", 5, 1), ("ddim", 10, 1), ("ddim", 20, 1), ("ddim", 5, 4)]
 
 
-def name(sampler: str, steps: int, ensemble: int) -> str:
-    return f"{sampler}-{steps}" + (f"x{ensemble}-mean" if ensemble > 1 else "")
+def settings(family: str, ddpm: bool) -> dict[str, dict]:
+    """Sampling settings to evaluate, by name: the family's default first (named ``default``)."""
+    if family != "diffusion":
+        return {"default": {}}  # one network evaluation; nothing to choose
+    named = {"default": {}}
+    for sampler, steps, ensemble in DIFFUSION_SETTINGS + ([("ddpm", 1000, 1)] if ddpm else []):
+        label = f"{sampler}-{steps}" + (f"x{ensemble}-mean" if ensemble > 1 else "")
+        named[label] = {"sampler": sampler, "num_inference_steps": steps, "ensemble": ensemble}
+    return named
 
 
 def psnr(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
@@ -62,10 +74,9 @@ def ssim(estimate: np.ndarray, truth: np.ndarray) -> float:
     return float(structural_similarity(truth, estimate, data_range=1.0))
 
 
-def train_or_reuse(job: str, dims: int, runs: Path, overrides: list[str]) -> tuple[Path, float]:
-    config_path = CONFIGS / f"{job}_{dims}d_diffusion.yaml"
-    config = load_experiment(config_path, overrides)
-    run = runs / f"{job}_{dims}d"
+def train_or_reuse(family: str, job: str, dims: int, runs: Path, overrides: list[str]) -> tuple[Path, float]:
+    config = load_experiment(CONFIGS / f"{job}_{dims}d_{family}.yaml", overrides)
+    run = runs / f"{job}_{dims}d_{family}"
     done = RunDirectory(run).latest_checkpoint()
     if done is not None and done.name == f"step_{config.train.steps:07d}":
         summary = json.loads((run / "summary.json").read_text())
@@ -87,7 +98,7 @@ def timed_sample(model, condition, **options) -> tuple[np.ndarray, float]:
     return out.numpy(), time.perf_counter() - start
 
 
-def eval_denoise(run: Path, ddpm: bool) -> dict:
+def eval_denoise(run: Path, named: dict[str, dict]) -> dict:
     config, slab = heldout_slab(run)
     model = load_synthesizer(run)
     clean = slab.image[0].numpy()  # (X, Y, Z)
@@ -99,8 +110,7 @@ def eval_denoise(run: Path, ddpm: bool) -> dict:
     nlm = np.stack([denoise_nl_means(noisy[..., k], h=0.8 * SIGMA, sigma=SIGMA, fast_mode=True, patch_size=5,
                                      patch_distance=6) for k in range(noisy.shape[-1])], axis=-1)
     results["nlm"] = {"psnr": psnr(nlm, clean, mask), "ssim": ssim(nlm, clean), "seconds": time.perf_counter() - start}
-    for sampler, steps, ensemble in SETTINGS + ([("ddpm", 1000, 1)] if ddpm else []):
-        options = {"sampler": sampler, "num_inference_steps": steps, "ensemble": ensemble}
+    for label, options in named.items():
         if config.spatial_dims == 2:
             condition = torch.from_numpy(np.moveaxis(noisy, -1, 0)[:, None])  # axial slices as a batch
             out, seconds = timed_sample(model, condition, **options)
@@ -108,8 +118,7 @@ def eval_denoise(run: Path, ddpm: bool) -> dict:
         else:
             out, seconds = timed_sample(model, torch.from_numpy(noisy)[None, None], **options)
             estimate = out[0, 0]
-        results[name(sampler, steps, ensemble)] = {"psnr": psnr(estimate, clean, mask), "ssim": ssim(estimate, clean),
-                                                   "seconds": seconds}
+        results[label] = {"psnr": psnr(estimate, clean, mask), "ssim": ssim(estimate, clean), "seconds": seconds}
     return results
 
 
@@ -120,7 +129,7 @@ def cubic_from_thick(low: np.ndarray, centres: np.ndarray, length: int, kind: st
     return interpolate(np.arange(length)).astype(np.float32)
 
 
-def eval_super_resolve(run: Path, ddpm: bool) -> dict:
+def eval_super_resolve(run: Path, named: dict[str, dict]) -> dict:
     config, slab = heldout_slab(run)
     model = load_synthesizer(run)
     clean = slab.image[0].numpy()
@@ -135,8 +144,7 @@ def eval_super_resolve(run: Path, ddpm: bool) -> dict:
         kind = "cubic" if config.spatial_dims == 2 else "linear"
         baseline = cubic_from_thick(low, centres, depth, kind)
         entry = {f"{kind}": {"psnr": psnr(baseline, clean, mask), "ssim": ssim(baseline, clean)}}
-        for sampler, steps, ensemble in SETTINGS + ([("ddpm", 1000, 1)] if ddpm else []):
-            options = {"sampler": sampler, "num_inference_steps": steps, "ensemble": ensemble}
+        for label, options in named.items():
             if config.spatial_dims == 2:  # coronal planes (x, z) as a batch: z is the degraded axis
                 batch = torch.from_numpy(np.moveaxis(condition, 1, 0)[:, None])
                 out, seconds = timed_sample(model, batch, **options)
@@ -144,13 +152,12 @@ def eval_super_resolve(run: Path, ddpm: bool) -> dict:
             else:
                 out, seconds = timed_sample(model, torch.from_numpy(condition)[None, None], **options)
                 estimate = out[0, 0]
-            entry[name(sampler, steps, ensemble)] = {"psnr": psnr(estimate, clean, mask),
-                                                     "ssim": ssim(estimate, clean), "seconds": seconds}
+            entry[label] = {"psnr": psnr(estimate, clean, mask), "ssim": ssim(estimate, clean), "seconds": seconds}
         results[f"factor_{factor}"] = entry
     return results
 
 
-def eval_generate(run: Path, ddpm: bool) -> dict:
+def eval_generate(run: Path, named: dict[str, dict]) -> dict:
     config, slab = heldout_slab(run)
     model = load_synthesizer(run)
     real = slab.image[0].numpy()
@@ -179,25 +186,57 @@ def eval_generate(run: Path, ddpm: bool) -> dict:
 EVALUATORS = {"denoise": eval_denoise, "super_resolve": eval_super_resolve, "generate": eval_generate}
 
 
+def table(report: dict) -> str:
+    """Markdown table: each family's default setting next to the baseline, per job and metric."""
+    families = list(report)
+    rows = ["| job | metric | baseline | " + " | ".join(families) + " |", "|---" * (3 + len(families)) + "|"]
+
+    def add(job: str, metric: str, baseline: str, value) -> None:
+        cells = [f"{value(report[f][job]):.3f}" if job in report[f] else "" for f in families]
+        rows.append(f"| {job} | {metric} | {baseline} | " + " | ".join(cells) + " |")
+
+    for job in EVALUATORS:
+        done = [report[f][job] for f in families if job in report[f]]
+        if not done:
+            continue
+        if job == "denoise":
+            for metric in ("psnr", "ssim"):
+                add(job, metric, f"NLM {done[0]['nlm'][metric]:.3f}", lambda e, m=metric: e["default"][m])
+        elif job == "super_resolve":
+            for factor in ("factor_2", "factor_4"):
+                kind = "cubic" if "cubic" in done[0][factor] else "linear"
+                for metric in ("psnr", "ssim"):
+                    add(job, f"{factor} {metric}", f"{kind} {done[0][factor][kind][metric]:.3f}",
+                        lambda e, f=factor, m=metric: e[f]["default"][m])
+        else:
+            for tissue in ("grey_matter", "white_matter"):
+                add(job, f"mean in {tissue}", f"real {done[0]['tissues'][tissue]['real_mean']:.3f}",
+                    lambda e, t=tissue: e["tissues"][t]["generated_mean"])
+        add(job, "train seconds", "", lambda e: e["train_seconds"])
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dims", type=int, default=2, choices=(2, 3))
+    parser.add_argument("--families", nargs="+", default=["diffusion", "gan"], choices=["diffusion", "gan"])
     parser.add_argument("--jobs", nargs="+", default=list(EVALUATORS), choices=list(EVALUATORS))
     parser.add_argument("--runs", type=Path, default=Path("runs/bench"))
     parser.add_argument("--ddpm", action="store_true", help="also sample with DDPM-1000 (slow: minutes per job)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    report = {}
-    for job in args.jobs:
-        run, train_seconds = train_or_reuse(job, args.dims, args.runs, args.overrides)
-        with torch.no_grad():
-            report[job] = {"train_seconds": train_seconds, **EVALUATORS[job](run, args.ddpm)}
-        print(json.dumps({job: report[job]}, indent=1))
-    out = Path(__file__).parent / "results" / f"diffusion_quality_{args.dims}d.json"
-    out.parent.mkdir(exist_ok=True)
-    previous = json.loads(out.read_text()) if out.exists() else {}  # jobs run earlier keep their entries
-    out.write_text(json.dumps({**previous, **report}, indent=2) + "\n")
+    out = RESULTS / f"quality_{args.dims}d.json"
+    report = json.loads(out.read_text()) if out.exists() else {}  # entries run earlier are kept
+    for family in args.families:
+        for job in args.jobs:
+            run, train_seconds = train_or_reuse(family, job, args.dims, args.runs, args.overrides)
+            with torch.no_grad():
+                result = EVALUATORS[job](run, settings(family, args.ddpm))
+            report.setdefault(family, {})[job] = {"train_seconds": train_seconds, **result}
+            print(json.dumps({family: {job: report[family][job]}}, indent=1))
+            out.parent.mkdir(exist_ok=True)
+            out.write_text(json.dumps(report, indent=2) + "\n")  # after every job: a stopped run keeps its results
+    print(table(report))
 
 
 if __name__ == "__main__":
