@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import typer
 
+from medsynth.cli.augment import augment
 from medsynth.cli.convert import convert
 from medsynth.cli.info import info
+from medsynth.cli.restore import denoise, super_resolve
 from medsynth.cli.sample_data import sample_data
 from medsynth.cli.train import train
 
@@ -26,6 +28,9 @@ app.command()(info)
 app.command()(convert)
 app.command("sample-data")(sample_data)
 app.command()(train)
+app.command()(augment)
+app.command()(denoise)
+app.command("super-resolve")(super_resolve)
 
 
 def main() -> None:

@@ -115,7 +115,11 @@ class PatchSampler:
 
     Patches are drawn where the foreground (label > 0, or image > 0.05 without labels) covers at
     least ``min_foreground`` of the patch (up to 20 tries, then the best one is kept); volumes
-    smaller than the patch are zero-padded.
+    smaller than the patch are zero-padded. With ``data.augment``, each patch is flipped at random
+    along every axis and its intensities raised to a random power in [0.8, 1.25]: with little
+    training data (one template) this keeps a restoration model from learning the anatomy by
+    heart instead of the local mapping (measured: the 2D super-resolution model made held-out
+    slices worse than its own input without it).
     """
 
     def __init__(self, volumes: list[Volume], data: DataConfig, spatial_dims: int) -> None:
@@ -123,6 +127,7 @@ class PatchSampler:
         self.spatial_dims = spatial_dims
         self.slice_axis = data.slice_axis
         self.min_foreground = data.min_foreground
+        self.augment = data.augment
         self.volumes = [self._prepare(v) for v in volumes]
         self.volumes = [v for v in self.volumes if v.image.shape[-1] > 0]
         if not self.volumes:
@@ -152,6 +157,15 @@ class PatchSampler:
         mask = label > 0 if label is not None else image > 0.05
         return image, label, float(mask.float().mean())
 
+    def _augment(self, image: torch.Tensor, label: torch.Tensor | None,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        flips = [1 + axis for axis in range(self.spatial_dims) if float(torch.rand((), generator=generator)) < 0.5]
+        gamma = float(torch.exp((torch.rand((), generator=generator) * 2 - 1) * np.log(1.25)))
+        if flips:
+            image = image.flip(flips)
+            label = None if label is None else label.flip(flips)
+        return image.clamp(min=0) ** gamma, label
+
     def sample(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A batch of patches: images ``(B, 1, *patch)`` and labels ``(B, 1, *patch)`` (or ``None``)."""
         images, labels = [], []
@@ -168,8 +182,11 @@ class PatchSampler:
                     best = candidate
                 if candidate[2] >= self.min_foreground:
                     break
-            images.append(best[0])
-            labels.append(best[1])
+            image, label = best[0], best[1]
+            if self.augment:
+                image, label = self._augment(image, label, generator)
+            images.append(image)
+            labels.append(label)
         label_batch = None if labels[0] is None else torch.stack(labels)
         return torch.stack(images), label_batch
 

@@ -27,6 +27,7 @@ class DataConfig:
     slice_axis: int = 2  # 2D models: spatial axis the volumes are sliced along (2 = axial)
     holdout: tuple[float, float] = (0.45, 0.6)  # slab of axial positions (fractions) never trained on
     min_foreground: float = 0.1  # patches need this fraction of foreground (label > 0, else image > 0.05)
+    augment: bool = False  # random flips along every patch axis and a random gamma (0.8-1.25) of each patch
 
     def validate(self) -> None:
         if any(p < 4 for p in self.patch_size):

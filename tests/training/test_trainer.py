@@ -174,3 +174,22 @@ def test_run_directory_refuses_a_missing_checkpoint(tmp_path):
     (tmp_path / "r" / "checkpoints" / "latest").write_text("step_0000009\n")
     with pytest.raises(MedsynthError, match="missing checkpoint"):
         run.load_checkpoint()
+
+
+def test_patch_augmentation_flips_and_changes_contrast_reproducibly():
+    from medsynth.training.dataset import PatchSampler, Volume
+    from medsynth.training.experiment import DataConfig
+
+    image = torch.linspace(0.01, 1, 16 * 16 * 4).reshape(1, 16, 16, 4)
+    volume = Volume(image, (image > 0.5).long(), "ramp", {})
+    plain = PatchSampler([volume], DataConfig(patch_size=(16, 16), min_foreground=0.0), 2)
+    augmented = PatchSampler([volume], DataConfig(patch_size=(16, 16), min_foreground=0.0, augment=True), 2)
+    a, label_a = augmented.sample(8, torch.Generator().manual_seed(0))
+    b, _ = augmented.sample(8, torch.Generator().manual_seed(0))
+    p, _ = plain.sample(8, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and not torch.equal(a, p)
+    rows_rising = [bool(x[0, 1, 0] > x[0, 0, 0]) for x in a]
+    assert any(rows_rising) and not all(rows_rising)  # some patches flipped along x, some not
+    for x, label in zip(a, label_a, strict=True):  # labels followed the flips: label 1 on the brighter voxels
+        if label.any() and not label.all():
+            assert x[label > 0].min() > x[label == 0].max()

@@ -1,0 +1,7 @@
+"""Synthesis pipelines: apply a trained model to folders of real images (layer 5 of DESIGN.md)."""
+
+from medsynth.synthesis.apply import TrainedModel, run_on_volume
+from medsynth.synthesis.augment import augment
+from medsynth.synthesis.restore import restore
+
+__all__ = ["TrainedModel", "augment", "restore", "run_on_volume"]

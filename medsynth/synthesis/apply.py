@@ -1,0 +1,209 @@
+"""Apply a trained model to whole images: into the model's space and back, 2D slice by slice or 3D.
+
+A model was trained on RAS-oriented volumes normalised to [0, 1] by the data layer (CT window or
+MR percentiles, :mod:`medsynth.data.intensity`). :func:`to_model_space` does the same to a new
+image and remembers how; :func:`from_model_space` inverts it exactly (orientation is a permutation
+and flips; the intensity map is linear), so outputs land on the source grid in source units.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+
+from medsynth.data.intensity import denormalize, intensity_scaling
+from medsynth.errors import MedsynthError
+from medsynth.io import MedicalImage
+from medsynth.models import Synthesizer
+from medsynth.training.experiment import ExperimentConfig
+from medsynth.training.inference import load_synthesizer
+from medsynth.training.run_dir import RunDirectory
+from medsynth.training.trainer import resolve_device
+
+log = logging.getLogger("medsynth")
+#: 3D volumes above this many voxels are restored patch-wise (sliding windows, Gaussian blending)
+WHOLE_VOLUME_VOXELS = 160**3
+JOB_COMMANDS = {"generate": "augment", "denoise": "denoise", "super_resolve": "super-resolve"}
+
+
+@dataclass
+class TrainedModel:
+    """A model from a run directory, with the config it was trained with."""
+
+    model: Synthesizer
+    config: ExperimentConfig
+    run_dir: Path
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike, device: str = "auto") -> TrainedModel:
+        run = RunDirectory(run_dir)
+        config = run.read_config()
+        return cls(load_synthesizer(run.path, resolve_device(device)), config, run.path)
+
+    @property
+    def family(self) -> str:
+        return self.model.family
+
+    @property
+    def job(self) -> str:
+        return self.config.job.name
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def require_job(self, job: str) -> None:
+        if self.job != job:
+            raise MedsynthError(f"{self.run_dir}: this model was trained for {self.job}, not {job}; "
+                                f"use `medsynth {JOB_COMMANDS[self.job]}` with it")
+
+    def sampling_options(self, steps: int | None, sampler: str | None) -> dict:
+        """Sampler options for this family: diffusion takes them, a GAN ignores them with a note."""
+        if self.family != "diffusion":
+            if steps is not None or sampler is not None:
+                log.warning("--steps/--sampler apply to diffusion models; this %s samples in one pass", self.family)
+            return {}
+        options = {}
+        if steps is not None:
+            options["num_inference_steps"] = steps
+        if sampler is not None:
+            options["sampler"] = sampler
+        return options
+
+    def describe_sampling(self, options: dict) -> tuple[str, int]:
+        """(sampler name, network evaluations per sample) for the manifest."""
+        if self.family != "diffusion":
+            return self.family, 1
+        model_config = self.model.config
+        sampler = options.get("sampler", model_config.sampler)
+        steps = model_config.num_train_timesteps if sampler == "ddpm" else options.get(
+            "num_inference_steps", model_config.num_inference_steps)
+        return sampler, int(steps)
+
+
+@dataclass
+class ModelSpace:
+    """How an image was brought into model space: its RAS reorientation and intensity scaling."""
+
+    source: MedicalImage
+    orientation: np.ndarray  # nibabel orientation of the source array axes relative to RAS
+    scaling: dict
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(nib.orientations.apply_orientation(np.empty(self.source.array.shape, bool),
+                                                        self.orientation).shape)
+
+
+def to_ras(image: MedicalImage) -> tuple[np.ndarray, np.ndarray]:
+    """The array reordered/flipped to RAS axes, and the orientation used (exact, no resampling)."""
+    if image.array.ndim == 2:
+        return image.array, np.array([[0, 1], [1, 1]], dtype=float)
+    orientation = nib.orientations.io_orientation(image.affine)
+    return nib.orientations.apply_orientation(image.array, orientation), orientation
+
+
+def from_ras(array: np.ndarray, orientation: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_ras` for an array on the RAS grid."""
+    if array.ndim == 2:
+        return array
+    back = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt("RAS"), orientation)
+    return nib.orientations.apply_orientation(array, back)
+
+
+def ras_affine(image: MedicalImage, orientation: np.ndarray) -> np.ndarray:
+    """Affine of the RAS-reordered array."""
+    if image.array.ndim == 2:
+        return image.affine
+    return image.affine @ nib.orientations.inv_ornt_aff(orientation, image.array.shape)
+
+
+def to_model_space(image: MedicalImage, config: ExperimentConfig) -> tuple[np.ndarray, ModelSpace]:
+    """``image`` as the model saw its training data: RAS axes, intensities scaled to [0, 1].
+
+    Raises:
+        MedsynthError: non-finite voxels, or a model trained at another voxel size.
+    """
+    if not np.isfinite(image.array).all():
+        raise MedsynthError(f"{image.name}: image has NaN or infinite voxels")
+    if config.data.spacing_mm is not None and image.array.ndim == 3:
+        target = config.data.spacing_mm
+        if any(abs(s - target) > 0.05 * target for s in image.spacing_mm):
+            raise MedsynthError(f"{image.name}: voxel size {tuple(round(s, 3) for s in image.spacing_mm)} mm, but "
+                                f"the model was trained at {target} mm; resample the input first (e.g. MONAI Spacingd)")
+    array, orientation = to_ras(image)
+    modality = config.data.modality or image.meta.get("modality")
+    scaling = intensity_scaling(array, modality, window=config.data.ct_window)
+    normalised = np.clip((array - scaling["low"]) / (scaling["high"] - scaling["low"]), 0.0, 1.0)
+    return normalised.astype(np.float32), ModelSpace(image, orientation, scaling)
+
+
+def from_model_space(array: np.ndarray, space: ModelSpace, affine: np.ndarray | None = None,
+                     **meta) -> MedicalImage:
+    """An output in model space back on the source's axes, in the source's intensity units.
+
+    ``affine``: the output's RAS-grid affine when it differs from the source's (super-resolution).
+    """
+    values = denormalize(np.asarray(array, dtype=np.float32), space.scaling)
+    source = space.source
+    if affine is None:
+        return MedicalImage(from_ras(values, space.orientation), source.affine.copy(), {**source.meta, **meta})
+    return MedicalImage(values, affine, {**source.meta, **meta})  # a new grid: kept in RAS order
+
+
+def run_on_volume(trained: TrainedModel, condition: np.ndarray | None, *, seed: int, batch_size: int = 8,
+                  shape: tuple[int, ...] | None = None, init: np.ndarray | None = None, patch_wise: bool | None = None,
+                  **options) -> np.ndarray:
+    """Run the model over a whole volume in model space; returns the output ``(X, Y[, Z])`` in [0, 1].
+
+    Args:
+        condition: ``(C, X, Y[, Z])`` (one-hot labels or an image), or ``None`` (unconditional:
+            give ``shape``).
+        seed: seeds the sampling; the same seed gives the same volume.
+        batch_size: slices per network call for 2D models (and windows for patch-wise 3D).
+        init: ``(X, Y[, Z])`` image to start from (diffusion variations with ``strength``).
+        patch_wise: 3D restoration in overlapping windows blended with Gaussian weights (MONAI
+            ``sliding_window_inference``); default when the volume exceeds :data:`WHOLE_VOLUME_VOXELS`.
+        options: passed to ``model.sample`` (sampler, num_inference_steps, strength, ...).
+    """
+    config, model, device = trained.config, trained.model, trained.device
+    spatial = tuple(condition.shape[1:]) if condition is not None else tuple(shape)
+    cond = None if condition is None else torch.as_tensor(condition, dtype=torch.float32)
+    start = None if init is None else torch.as_tensor(init, dtype=torch.float32)[None]
+    if config.spatial_dims == 2 and len(spatial) == 3:
+        axis = config.data.slice_axis
+        cond = None if cond is None else cond.movedim(axis + 1, 0)  # (N, C, a, b)
+        start = None if start is None else start.movedim(axis + 1, 0)
+        count = spatial[axis]
+        plane = tuple(s for i, s in enumerate(spatial) if i != axis)
+        outputs = []
+        for first in range(0, count, batch_size):
+            part = slice(first, min(first + batch_size, count))
+            batch_cond = None if cond is None else cond[part].to(device)
+            batch_init = None if start is None else start[part].to(device)
+            n = part.stop - part.start
+            out = model.sample(batch_cond, seed=seed + first, shape=(n, 1, *plane), init=batch_init, **options)
+            outputs.append(out[:, 0].cpu())
+        return torch.cat(outputs).movedim(0, axis).numpy()
+    if config.spatial_dims == 3 and len(spatial) != 3:
+        raise MedsynthError("a 3D model needs 3D images; this one is 2D")
+    cond = None if cond is None else cond[None].to(device)
+    start = None if start is None else start[None].to(device)
+    voxels = int(np.prod(spatial))
+    if patch_wise is None:
+        patch_wise = voxels > WHOLE_VOLUME_VOXELS and cond is not None and trained.job != "generate"
+    if not patch_wise:
+        return model.sample(cond, seed=seed, shape=(1, 1, *spatial), init=start, **options)[0, 0].cpu().numpy()
+    from monai.inferers import sliding_window_inference
+
+    roi = tuple(min(s, 4 * p) for s, p in zip(spatial, config.data.patch_size, strict=True))
+    calls = iter(range(10**9))
+    predict = lambda window: model.sample(window, seed=seed + next(calls), **options)  # noqa: E731
+    out = sliding_window_inference(cond, roi, batch_size, predict, overlap=0.25, mode="gaussian")
+    return out[0, 0].cpu().numpy()

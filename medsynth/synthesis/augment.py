@@ -1,0 +1,187 @@
+"""``augment``: new (image, label) pairs, new images, or variations, from a folder of real data.
+
+- Label-conditioned models: each real label map is randomly deformed (:mod:`.labels`) and an
+  image is generated for it: ``per_image`` new pairs per input.
+- Unconditional models: ``count`` new images, each on the grid of an input image (cycled).
+- Diffusion models with ``strength``: variations of each real image (noised to ``strength`` of
+  the schedule and denoised, SDEdit); label-conditioned models keep the real label map.
+
+Outputs keep the source geometry and intensity units; the folder gets ``dataset.json`` and
+``manifest.csv`` (:mod:`.outputs`). Each output's seed derives from ``seed`` and its name, so a
+rerun gives the same files, skips the finished ones, and distributed ranks need no coordination
+but the final merge.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from medsynth.errors import MedsynthError
+from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
+from medsynth.io.files import is_inside, prepare_output_dir
+from medsynth.io.pairing import check_label, pair_labels
+from medsynth.synthesis.apply import TrainedModel, from_model_space, from_ras, run_on_volume, to_model_space, to_ras
+from medsynth.synthesis.distributed import Ranks
+from medsynth.synthesis.labels import deform_label
+from medsynth.synthesis.outputs import OutputRecord
+
+log = logging.getLogger("medsynth")
+
+
+@dataclass
+class _Task:
+    source: ImageSource
+    label: ImageSource | None
+    name: str
+
+
+def output_seed(seed: int, name: str) -> int:
+    """The seed of one output: stable across reruns, ranks and batch orders."""
+    return zlib.crc32(f"{seed}/{name}".encode()) & 0x7FFFFFFF
+
+
+def augment(
+    input_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    model: str | os.PathLike | TrainedModel,
+    *,
+    labels: str | os.PathLike | None = None,
+    count: int | None = None,
+    per_image: int = 1,
+    seed: int = 0,
+    steps: int | None = None,
+    sampler: str | None = None,
+    strength: float | None = None,
+    output_format: str = "nifti",
+    batch_size: int = 8,
+    device: str = "auto",
+    progress: bool = True,
+) -> Path:
+    """Write synthetic data for the images under ``input_dir`` into ``output_dir``; returns ``dataset.json``.
+
+    Args:
+        input_dir: NIfTI files and/or DICOM series, nested.
+        output_dir: created if needed; never inside ``input_dir`` or ``labels``.
+        model: a ``generate`` run directory (or a loaded :class:`TrainedModel`).
+        labels: label maps matched to the images by file stem (label-conditioned models).
+        count: unconditional models: number of images (default one per input image).
+        per_image: label-conditioned models and variations: outputs per input image.
+        seed: base seed.
+        steps, sampler: diffusion sampling (GANs ignore them with a note).
+        strength: diffusion only: make variations of the real images, noised to this fraction
+            of the schedule, in (0, 1].
+        output_format: ``nifti`` or ``dicom`` (images; labels are always NIfTI).
+        batch_size: 2D slices per network call.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        progress: show a progress bar.
+
+    Raises:
+        MedsynthError: wrong model, missing or mismatched labels, unreadable input, unwritable output.
+    """
+    if output_format not in ("nifti", "dicom"):
+        raise MedsynthError(f"--format {output_format}: use nifti or dicom")
+    if per_image < 1 or (count is not None and count < 1) or batch_size < 1:
+        raise MedsynthError("--per-image, --count and --batch-size must be at least 1")
+    output_dir = Path(output_dir)
+    if labels is not None and is_inside(output_dir, labels):
+        raise MedsynthError(f"{output_dir}: output folder is inside the labels folder {labels}")
+    trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
+    trained.require_job("generate")
+    if strength is not None and (trained.family != "diffusion" or not 0 < strength <= 1):
+        raise MedsynthError("--strength: variations need a diffusion model and a strength in (0, 1]")
+    conditional = trained.config.job.num_classes > 0
+    sources = find_images(input_dir)
+    if conditional and labels is None:
+        raise MedsynthError(f"{trained.run_dir}: this model generates from label maps; give them with --labels")
+    pairs = pair_labels(sources, labels) if conditional else [(s, None) for s in sources]
+    for _, label_source in pairs:  # every label map checked before the first output is written
+        if label_source is not None:
+            _check_classes(label_source, trained.config.job.num_classes)
+    prepare_output_dir(output_dir, input_dir)
+
+    tasks = []
+    if conditional or strength is not None:
+        tasks = [_Task(s, lab, f"{s.name}_syn{k:03d}") for s, lab in pairs for k in range(per_image)]
+    else:
+        total = count if count is not None else len(sources) * per_image
+        tasks = [_Task(sources[i % len(sources)], None, f"{sources[i % len(sources)].name}_syn{i // len(sources):03d}")
+                 for i in range(total)]
+    options = trained.sampling_options(steps, sampler)
+    sampler_name, evaluations = trained.describe_sampling(options)
+    if strength is not None:
+        options["strength"] = strength
+        evaluations = max(1, round(evaluations * strength))
+    settings = {"model": str(trained.run_dir.resolve()), "seed": seed, "per_image": per_image, "count": count,
+                "strength": strength, "format": output_format, "sampler": sampler_name, "steps": evaluations}
+    ranks = Ranks.from_environment()
+    record = OutputRecord(output_dir, settings, f"medsynth augment: {trained.family} {trained.run_dir.name}",
+                          part=ranks.part)
+    mine = [t for i, t in enumerate(tasks) if ranks.owns(i)]
+    todo = [t for t in mine if not record.done(_image_path(output_dir, t.name, output_format))]
+    if len(todo) < len(mine):
+        log.info("%d of %d outputs already done in %s; skipping them", len(mine) - len(todo), len(mine), output_dir)
+    bar = tqdm(todo, desc="augment", unit="image", disable=not progress or None, dynamic_ncols=True)
+    cached: tuple[ImageSource | None, MedicalImage | None] = (None, None)
+    for task in bar:
+        if cached[0] is not task.source:
+            cached = (task.source, task.source.read())
+        image = cached[1]
+        start = time.perf_counter()
+        row = _make_one(trained, task, image, output_dir, output_seed(seed, task.name), options, strength,
+                        output_format, batch_size)
+        row.update(sampler=sampler_name, steps=evaluations, seconds=round(time.perf_counter() - start, 3))
+        record.add(row)
+    ranks.merge(record)
+    return output_dir / "dataset.json"
+
+
+def _check_classes(source: ImageSource, num_classes: int) -> None:
+    values = np.unique(source.read().array)
+    if values.min() < 0 or values.max() >= num_classes or not np.array_equal(values, np.round(values)):
+        raise MedsynthError(f"{source.path}: label values {values[:8].tolist()} are not all classes of the model "
+                            f"(integers 0..{num_classes - 1}); outside the {num_classes} classes it was trained on")
+
+
+def _image_path(output_dir: Path, name: str, output_format: str) -> str:
+    return f"images/{name}.nii.gz" if output_format == "nifti" else f"images/{name}"
+
+
+def _make_one(trained: TrainedModel, task: _Task, image: MedicalImage, output_dir: Path, seed: int, options: dict,
+              strength: float | None, output_format: str, batch_size: int) -> dict:
+    config = trained.config
+    x, space = to_model_space(image, config)
+    condition = label_ras = None
+    if task.label is not None:
+        label = check_label(task.label.read(), image, config.job.num_classes)
+        label_ras, _ = to_ras(label)
+        if strength is None:
+            label_ras = deform_label(label_ras, seed)
+        condition = np.eye(config.job.num_classes, dtype=np.float32)[label_ras].transpose(
+            (label_ras.ndim, *range(label_ras.ndim)))  # one-hot, channel first
+    out = run_on_volume(trained, condition, seed=seed, batch_size=batch_size, shape=x.shape,
+                        init=x if strength is not None else None, **options)
+    description = f"medsynth synthetic ({trained.family})"
+    result = from_model_space(out, space, series_description=description, source=f"medsynth augment of {image.name}")
+    image_rel = _image_path(output_dir, task.name, output_format)
+    if output_format == "nifti":
+        write_nifti(result, output_dir / image_rel)
+    else:
+        write_dicom_series(result, output_dir / image_rel, series_description=description[:64],
+                           uid_seed=f"{task.name}/{seed}")
+    row = {"output": image_rel, "source": str(task.source.path), "model": str(trained.run_dir),
+           "family": trained.family, "job": trained.job, "seed": seed, "label": ""}
+    if label_ras is not None:
+        label_rel = f"labels/{task.name}.nii.gz"
+        label_image = MedicalImage(from_ras(label_ras, space.orientation), image.affine.copy(),
+                                   {"source": f"medsynth augment of {task.label.name}"})
+        write_nifti(label_image, output_dir / label_rel, dtype=np.uint8 if label_ras.max() < 256 else np.int16)
+        row["label"] = label_rel
+    return row
