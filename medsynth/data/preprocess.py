@@ -21,7 +21,7 @@ from medsynth.data.intensity import ModalityNormalized, Window
 from medsynth.io.monai_reader import MedsynthReader
 
 
-def _load(keys: list[str]) -> LoadImaged:
+def load_images(keys: list[str]) -> LoadImaged:
     """``LoadImaged`` with medsynth's reader, without the notes MONAI prints while it registers its
     other readers (an optional GPU DICOM decoder that medsynth does not use)."""
     plugin_log = logging.getLogger("monai.data.nvimgcodec_pydicom_plugin")
@@ -75,7 +75,7 @@ def preprocessing(
     if label_key is not None and label_key in image_keys:
         raise ValueError(f"label key {label_key!r} is also listed as an image key")
     all_keys = image_keys + ([label_key] if label_key is not None else [])
-    transforms = [_load(all_keys), EnsureChannelFirstd(all_keys)] if load else []
+    transforms = [load_images(all_keys), EnsureChannelFirstd(all_keys)] if load else []
     transforms.append(Orientationd(all_keys, axcodes="RAS", labels=None))
     if spacing_mm is not None:
         modes = ["bilinear"] * len(image_keys) + (["nearest"] if label_key is not None else [])

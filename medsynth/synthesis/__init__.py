@@ -1,7 +1,9 @@
 """Synthesis pipelines: apply a trained model to folders of real images (layer 5 of DESIGN.md)."""
 
 from medsynth.synthesis.apply import TrainedModel, run_on_volume
-from medsynth.synthesis.augment import augment
+from medsynth.synthesis.augment import augment, synthesize
+from medsynth.synthesis.mixing import OnTheFlySynthesis, SyntheticMixDataset
 from medsynth.synthesis.restore import restore
 
-__all__ = ["TrainedModel", "augment", "restore", "run_on_volume"]
+__all__ = ["OnTheFlySynthesis", "SyntheticMixDataset", "TrainedModel", "augment", "restore", "run_on_volume",
+           "synthesize"]

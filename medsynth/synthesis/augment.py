@@ -117,7 +117,6 @@ def augment(
     options = trained.sampling_options(steps, sampler)
     sampler_name, evaluations = trained.describe_sampling(options)
     if strength is not None:
-        options["strength"] = strength
         evaluations = max(1, round(evaluations * strength))
     settings = {"model": str(trained.run_dir.resolve()), "seed": seed, "per_image": per_image, "count": count,
                 "strength": strength, "format": output_format, "sampler": sampler_name, "steps": evaluations}
@@ -154,34 +153,51 @@ def _image_path(output_dir: Path, name: str, output_format: str) -> str:
     return f"images/{name}.nii.gz" if output_format == "nifti" else f"images/{name}"
 
 
-def _make_one(trained: TrainedModel, task: _Task, image: MedicalImage, output_dir: Path, seed: int, options: dict,
-              strength: float | None, output_format: str, batch_size: int) -> dict:
+def synthesize(
+    trained: TrainedModel, image: MedicalImage, label: MedicalImage | None, seed: int, *,
+    strength: float | None = None, batch_size: int = 8, **options,
+) -> tuple[MedicalImage, MedicalImage | None]:
+    """One synthetic output on ``image``'s grid: an image (and, with ``label``, its label map).
+
+    With a label (label-conditioned models) the label is deformed at random (seeded) and an image
+    generated for it; with ``strength`` (diffusion variations) the real image is noised and
+    denoised and the label kept. Intensities come back in ``image``'s units.
+    """
     config = trained.config
     x, space = to_model_space(image, config)
     condition = label_ras = None
-    if task.label is not None:
-        label = check_label(task.label.read(), image, config.job.num_classes)
-        label_ras, _ = to_ras(label)
+    if label is not None:
+        label_ras, _ = to_ras(check_label(label, image, config.job.num_classes))
         if strength is None:
             label_ras = deform_label(label_ras, seed)
         condition = np.eye(config.job.num_classes, dtype=np.float32)[label_ras].transpose(
             (label_ras.ndim, *range(label_ras.ndim)))  # one-hot, channel first
+    if strength is not None:
+        options = {**options, "strength": strength}
     out = run_on_volume(trained, condition, seed=seed, batch_size=batch_size, shape=x.shape,
                         init=x if strength is not None else None, **options)
-    description = f"medsynth synthetic ({trained.family})"
-    result = from_model_space(out, space, series_description=description, source=f"medsynth augment of {image.name}")
+    result = from_model_space(out, space, series_description=f"medsynth synthetic ({trained.family})",
+                              source=f"medsynth synthetic from {image.name}")
+    if label_ras is None:
+        return result, None
+    new_label = MedicalImage(from_ras(label_ras, space.orientation), image.affine.copy(),
+                             {"source": f"medsynth deformed label of {image.name}"})
+    return result, new_label
+
+
+def _make_one(trained: TrainedModel, task: _Task, image: MedicalImage, output_dir: Path, seed: int, options: dict,
+              strength: float | None, output_format: str, batch_size: int) -> dict:
+    label = None if task.label is None else task.label.read()
+    result, new_label = synthesize(trained, image, label, seed, strength=strength, batch_size=batch_size, **options)
     image_rel = _image_path(output_dir, task.name, output_format)
     if output_format == "nifti":
         write_nifti(result, output_dir / image_rel)
     else:
-        write_dicom_series(result, output_dir / image_rel, series_description=description[:64],
+        write_dicom_series(result, output_dir / image_rel, series_description=result.meta["series_description"],
                            uid_seed=f"{task.name}/{seed}")
     row = {"output": image_rel, "source": str(task.source.path), "model": str(trained.run_dir),
            "family": trained.family, "job": trained.job, "seed": seed, "label": ""}
-    if label_ras is not None:
-        label_rel = f"labels/{task.name}.nii.gz"
-        label_image = MedicalImage(from_ras(label_ras, space.orientation), image.affine.copy(),
-                                   {"source": f"medsynth augment of {task.label.name}"})
-        write_nifti(label_image, output_dir / label_rel, dtype=np.uint8 if label_ras.max() < 256 else np.int16)
-        row["label"] = label_rel
+    if new_label is not None:
+        row["label"] = f"labels/{task.name}.nii.gz"
+        write_nifti(new_label, output_dir / row["label"], dtype=np.uint8 if new_label.array.max() < 256 else np.int16)
     return row

@@ -205,3 +205,43 @@ def test_torchrun_ranks_split_the_inputs_and_rank0_merges(tmp_path, runs, dicom_
     for path in sorted(single.glob("images/*.nii.gz")):  # the same images as one process makes (torchrun
         # runs one thread per rank: float sums in another order, so equal to rounding, not bitwise)
         assert np.allclose(read_nifti(path).array, read_nifti(out / path.relative_to(single)).array, rtol=1e-5)
+
+
+def test_mixing_dataset_gives_loadimaged_items_at_the_ratio(tmp_path, runs, dicom_with_labels):
+    from monai.data import DataLoader
+    from monai.transforms import Compose, EnsureChannelFirstd, ResizeWithPadOrCropd
+
+    from medsynth.synthesis import OnTheFlySynthesis, SyntheticMixDataset
+
+    convert = runner.invoke(app, ["convert", str(dicom_with_labels / "images"), str(tmp_path / "real"), "--labels",
+                                  str(dicom_with_labels / "labels")])
+    assert convert.exit_code == 0, convert.stderr
+    real = load_decathlon_datalist(tmp_path / "real" / "dataset.json", data_list_key="training")
+    augment(dicom_with_labels / "images", tmp_path / "syn", runs["gan"], labels=dicom_with_labels / "labels",
+            device="cpu", progress=False)
+    from_folder = load_decathlon_datalist(tmp_path / "syn" / "dataset.json", data_list_key="training")
+    on_the_fly = OnTheFlySynthesis(runs["gan"], real, seed=5)
+    keys = ["image", "label"]
+    transform = Compose([EnsureChannelFirstd(keys), ResizeWithPadOrCropd(keys, (32, 32, 8))])
+    for synthetic in (from_folder, on_the_fly):
+        dataset = SyntheticMixDataset(real, synthetic, ratio=0.5, transform=transform)
+        assert len(dataset) == 4
+        flags = [dataset[i]["image"].meta["synthetic"] for i in range(len(dataset))]
+        assert flags == [False, False, True, True]
+        real_item, fake_item = dataset[0], dataset[3]
+        assert set(real_item) == set(fake_item) == {"image", "label"}
+        assert real_item["image"].shape == fake_item["image"].shape == (1, 32, 32, 8)
+        batch = next(iter(DataLoader(dataset, batch_size=4)))
+        assert batch["image"].shape == (4, 1, 32, 32, 8) and batch["label"].shape == (4, 1, 32, 32, 8)
+    assert torch_equal(on_the_fly[7]["image"], on_the_fly[7]["image"])  # item k is always the same sample
+    assert not torch_equal(on_the_fly[0]["image"], on_the_fly[2]["image"])  # same real pair, another deformation
+    plain = LoadImaged(["image", "label"], reader=__import__("medsynth").io.monai_reader.MedsynthReader(),
+                       image_only=True)(real[0])
+    mixed = SyntheticMixDataset(real, from_folder, ratio=0.0)[0]
+    assert torch_equal(plain["image"], mixed["image"]) and np.allclose(plain["image"].affine, mixed["image"].affine)
+
+
+def torch_equal(a, b):
+    import torch
+
+    return bool(torch.equal(a.as_tensor(), b.as_tensor()))
