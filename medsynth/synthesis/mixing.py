@@ -81,8 +81,8 @@ class SyntheticMixDataset(torch.utils.data.Dataset):
     """Real samples plus synthetic ones, a fraction ``ratio`` of the stream synthetic.
 
     With ``n`` real entries the dataset has ``n + round(n * ratio / (1 - ratio))`` items: all real
-    entries, then synthetic ones (cycled through ``synthetic`` if it is shorter). Shuffle it with
-    the DataLoader.
+    entries, then synthetic ones (spread evenly over ``synthetic`` if it is longer, cycled if it is
+    shorter). Shuffle it with the DataLoader.
 
     Args:
         real: datalist entries (dicts of paths), loaded with ``LoadImaged`` + ``MedsynthReader``;
@@ -124,6 +124,9 @@ class SyntheticMixDataset(torch.utils.data.Dataset):
             item = self._load_entry(self.real[index], False)
         elif isinstance(self.synthetic, OnTheFlySynthesis):
             item = self.synthetic[index - len(self.real)]
-        else:
-            item = self._load_entry(self.synthetic[(index - len(self.real)) % len(self.synthetic)], True)
+        else:  # spread over the whole pool when it is larger than needed, cycle through it when smaller
+            k = index - len(self.real)
+            pool = len(self.synthetic)
+            item = self._load_entry(self.synthetic[k * pool // self.synthetic_count if pool > self.synthetic_count
+                                                   else k % pool], True)
         return self.transform(item) if self.transform is not None else item
