@@ -8,6 +8,7 @@ and flips; the intensity map is linear), so outputs land on the source grid in s
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from dataclasses import dataclass
@@ -94,11 +95,6 @@ class ModelSpace:
     source: MedicalImage
     orientation: np.ndarray  # nibabel orientation of the source array axes relative to RAS
     scaling: dict
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(nib.orientations.apply_orientation(np.empty(self.source.array.shape, bool),
-                                                        self.orientation).shape)
 
 
 def to_ras(image: MedicalImage) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +199,10 @@ def run_on_volume(trained: TrainedModel, condition: np.ndarray | None, *, seed: 
     from monai.inferers import sliding_window_inference
 
     roi = tuple(min(s, 4 * p) for s, p in zip(spatial, config.data.patch_size, strict=True))
-    calls = iter(range(10**9))
-    predict = lambda window: model.sample(window, seed=seed + next(calls), **options)  # noqa: E731
+    calls = itertools.count()
+
+    def predict(windows: torch.Tensor) -> torch.Tensor:  # windows come in a fixed order: seeds are reproducible
+        return model.sample(windows, seed=seed + next(calls), **options)
+
     out = sliding_window_inference(cond, roi, batch_size, predict, overlap=0.25, mode="gaussian")
     return out[0, 0].cpu().numpy()

@@ -1,5 +1,7 @@
 """``denoise`` and ``super-resolve``: a file or a folder in, the same structure out, geometry kept.
 
+Denoising keeps voxels outside the intensity range the model works in (a CT window, the MR
+0.5-99.5 percentiles) at their input values, so bone and air survive a soft-tissue CT model.
 Super-resolution takes a thick-slice volume on its acquired grid: the thick axis must be the
 one the model restores (``job.degrade_axis``); the volume is interpolated linearly onto the fine
 grid (the slab centres kept where they were: the degradation the model was trained on) and
@@ -120,7 +122,12 @@ def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: 
     description = f"medsynth {job.replace('_', '-')} ({trained.family})"
     if job == "denoise":
         out = run_on_volume(trained, x[None], seed=seed, batch_size=batch_size, **options)
-        return from_model_space(out, space, series_description=description)
+        result = from_model_space(out, space, series_description=description)
+        # voxels outside the intensity range the model works in (CT window, MR percentiles) were
+        # clipped on the way in: they keep their input values rather than the clip bound
+        low, high = space.scaling["low"], space.scaling["high"]
+        outside = (image.array < low) | (image.array > high)
+        return result.with_array(np.where(outside, image.array, result.array).astype(np.float32))
     if x.ndim != 3:
         raise MedsynthError(f"{image.name}: super-resolution needs a 3D volume, got a 2D image")
     axis = restored_axis(trained)

@@ -39,6 +39,9 @@ def test_denoise_a_file_and_a_mixed_folder_keeps_layout_and_geometry(tmp_path, r
     assert "--steps/--sampler apply to diffusion models" in result.stderr  # a GAN ignores them, with a note
     out = read_nifti(tmp_path / "one.nii.gz")
     assert out.array.shape == volume.array.shape and np.allclose(out.affine, volume.affine)
+    bright = volume.array > np.percentile(volume.array, 99.5)  # outside the model's range: passed through
+    assert bright.any() and np.allclose(out.array[bright], volume.array[bright])
+    assert not np.allclose(out.array[~bright], volume.array[~bright])
     folder = runner.invoke(app, ["denoise", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
                                  str(restore_runs["denoise"]), "--device", "cpu"])
     assert folder.exit_code == 0, folder.stderr
