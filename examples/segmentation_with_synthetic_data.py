@@ -14,7 +14,7 @@ matter), on a CPU in a few minutes:
 5. Dice per tissue class on every held-out slice, mean and spread over seeds, printed.
 
 Usage: python examples/segmentation_with_synthetic_data.py [--model RUN] [--real-slices 8]
-       [--steps 300] [--seeds 0 1 2] [--out DIR]
+       [--steps 200] [--seeds 0 1 2] [--out DIR]
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main() -> None:
     parser.add_argument("--real-slices", type=int, default=8)
     parser.add_argument("--per-image", type=int, default=4, help="synthetic pairs per real slice")
     parser.add_argument("--ratio", type=float, default=0.5, help="fraction of the training stream that is synthetic")
-    parser.add_argument("--steps", type=int, default=300, help="UNet training steps")
+    parser.add_argument("--steps", type=int, default=200, help="UNet training steps")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, default=Path("example-output/segmentation"))
     args = parser.parse_args()
@@ -139,8 +139,12 @@ def main() -> None:
     results = {}
     for name, ratio in (("real only", 0.0), ("real + synthetic", args.ratio)):
         dataset = SyntheticMixDataset(real, synthetic, ratio=ratio, transform=transform)
-        results[name] = np.stack([train_and_score(dataset, held, args.steps, seed) for seed in args.seeds])
-        print(f"{name}: {len(dataset)} training slices ({dataset.synthetic_count} synthetic)")
+        scores = []
+        for seed in args.seeds:
+            scores.append(train_and_score(dataset, held, args.steps, seed))
+            print(f"{name}, seed {seed}: Dice GM {scores[-1][0]:.3f}, WM {scores[-1][1]:.3f} "
+                  f"({len(dataset)} training slices, {dataset.synthetic_count} synthetic)", flush=True)
+        results[name] = np.stack(scores)
     print(f"\nDice on {len(held)} held-out axial slices, mean +- std over seeds {args.seeds}, "
           f"{args.real_slices} real training slices, {args.steps} UNet steps:")
     print(f"{'':20s}" + "".join(f"{c:>22s}" for c in CLASSES))
