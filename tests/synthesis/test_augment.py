@@ -148,12 +148,15 @@ def test_variations_keep_the_real_label(tmp_path, runs, dicom_with_labels):
     ("inside_input", "inside the input"),
     ("gan_variations", "need a diffusion model"),
     ("label_values", "outside the 3 classes"),
+    ("missing_model", "not a medsynth run directory"),
 ])
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, runs, dicom_with_labels, case, message):
     images, labels, model = dicom_with_labels / "images", dicom_with_labels / "labels", runs["diffusion"]
     out, options = tmp_path / "out", {}
     if case == "wrong_job":
         model = runs["denoise"]
+    elif case == "missing_model":
+        model = tmp_path / "no-such-run"
     elif case == "inside_input":
         images = tmp_path / "copy"
         shutil.copytree(dicom_with_labels / "images", images)
