@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,12 @@ log = logging.getLogger("medsynth")
 #: 3D volumes above this many voxels are restored patch-wise (sliding windows, Gaussian blending)
 WHOLE_VOLUME_VOXELS = 160**3
 JOB_COMMANDS = {"generate": "augment", "denoise": "denoise", "super_resolve": "super-resolve"}
+
+
+def output_seed(seed: int, name: str) -> int:
+    """The seed of one output, from the base seed and the output's name: stable across reruns,
+    ranks, batch orders and the other outputs."""
+    return zlib.crc32(f"{seed}/{name}".encode()) & 0x7FFFFFFF
 
 
 @dataclass

@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,15 @@ from medsynth.errors import MedsynthError
 from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
 from medsynth.io.files import is_inside, prepare_output_dir
 from medsynth.io.pairing import check_label, pair_labels
-from medsynth.synthesis.apply import TrainedModel, from_model_space, from_ras, run_on_volume, to_model_space, to_ras
+from medsynth.synthesis.apply import (
+    TrainedModel,
+    from_model_space,
+    from_ras,
+    output_seed,
+    run_on_volume,
+    to_model_space,
+    to_ras,
+)
 from medsynth.synthesis.distributed import Ranks
 from medsynth.synthesis.labels import deform_label
 from medsynth.synthesis.outputs import OutputRecord
@@ -41,11 +48,6 @@ class _Task:
     source: ImageSource
     label: ImageSource | None
     name: str
-
-
-def output_seed(seed: int, name: str) -> int:
-    """The seed of one output: stable across reruns, ranks and batch orders."""
-    return zlib.crc32(f"{seed}/{name}".encode()) & 0x7FFFFFFF
 
 
 def augment(
@@ -102,12 +104,12 @@ def augment(
     if conditional and labels is None:
         raise MedsynthError(f"{trained.run_dir}: this model generates from label maps; give them with --labels")
     pairs = pair_labels(sources, labels) if conditional else [(s, None) for s in sources]
-    for _, label_source in pairs:  # every label map checked before the first output is written
+    for _, label_source in pairs:  # every label's values checked before the first output is written
         if label_source is not None:
-            _check_classes(label_source, trained.config.job.num_classes)
+            label = label_source.read()
+            check_label(label, label, trained.config.job.num_classes)  # its grid is checked with its image later
     prepare_output_dir(output_dir, input_dir)
 
-    tasks = []
     if conditional or strength is not None:
         tasks = [_Task(s, lab, f"{s.name}_syn{k:03d}") for s, lab in pairs for k in range(per_image)]
     else:
@@ -124,7 +126,7 @@ def augment(
     record = OutputRecord(output_dir, settings, f"medsynth augment: {trained.family} {trained.run_dir.name}",
                           part=ranks.part)
     mine = [t for i, t in enumerate(tasks) if ranks.owns(i)]
-    todo = [t for t in mine if not record.done(_image_path(output_dir, t.name, output_format))]
+    todo = [t for t in mine if not record.done(_image_path(t.name, output_format))]
     if len(todo) < len(mine):
         log.info("%d of %d outputs already done in %s; skipping them", len(mine) - len(todo), len(mine), output_dir)
     bar = tqdm(todo, desc="augment", unit="image", disable=not progress or None, dynamic_ncols=True)
@@ -142,14 +144,7 @@ def augment(
     return output_dir / "dataset.json"
 
 
-def _check_classes(source: ImageSource, num_classes: int) -> None:
-    values = np.unique(source.read().array)
-    if values.min() < 0 or values.max() >= num_classes or not np.array_equal(values, np.round(values)):
-        raise MedsynthError(f"{source.path}: label values {values[:8].tolist()} are not all classes of the model "
-                            f"(integers 0..{num_classes - 1}); outside the {num_classes} classes it was trained on")
-
-
-def _image_path(output_dir: Path, name: str, output_format: str) -> str:
+def _image_path(name: str, output_format: str) -> str:
     return f"images/{name}.nii.gz" if output_format == "nifti" else f"images/{name}"
 
 
@@ -189,7 +184,7 @@ def _make_one(trained: TrainedModel, task: _Task, image: MedicalImage, output_di
               strength: float | None, output_format: str, batch_size: int) -> dict:
     label = None if task.label is None else task.label.read()
     result, new_label = synthesize(trained, image, label, seed, strength=strength, batch_size=batch_size, **options)
-    image_rel = _image_path(output_dir, task.name, output_format)
+    image_rel = _image_path(task.name, output_format)
     if output_format == "nifti":
         write_nifti(result, output_dir / image_rel)
     else:

@@ -16,7 +16,6 @@ and is applied to real and synthetic samples alike::
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -26,7 +25,7 @@ from monai.data import MetaTensor
 from medsynth.data.preprocess import load_images
 from medsynth.io import MedicalImage, read_image
 from medsynth.io.monai_reader import monai_meta
-from medsynth.synthesis.apply import TrainedModel
+from medsynth.synthesis.apply import TrainedModel, output_seed
 from medsynth.synthesis.augment import synthesize
 
 
@@ -71,7 +70,7 @@ class OnTheFlySynthesis:
             entry = self.real[index]
             self._cache[index] = (read_image(entry["image"]), read_image(entry["label"]))
         image, label = self._cache[index]
-        seed = zlib.crc32(f"{self.seed}/{k}".encode()) & 0x7FFFFFFF
+        seed = output_seed(self.seed, str(k))
         with torch.no_grad():
             fake, fake_label = synthesize(self.trained, image, label, seed, **self.options)
         return {"image": _as_metatensor(fake, True), "label": _as_metatensor(fake_label, True)}

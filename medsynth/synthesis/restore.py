@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,14 @@ from tqdm.auto import tqdm
 from medsynth.errors import MedsynthError
 from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
 from medsynth.io.files import is_inside, is_nifti, nifti_stem, prepare_output_dir
-from medsynth.synthesis.apply import TrainedModel, from_model_space, ras_affine, run_on_volume, to_model_space
+from medsynth.synthesis.apply import (
+    TrainedModel,
+    from_model_space,
+    output_seed,
+    ras_affine,
+    run_on_volume,
+    to_model_space,
+)
 
 log = logging.getLogger("medsynth")
 
@@ -64,7 +70,7 @@ def restore(
     written = []
     for source in tqdm(sources, desc=job.replace("_", "-"), unit="image", disable=not progress or None):
         image = source.read()
-        result = _restore_one(trained, image, job, seed=zlib.crc32(f"{seed}/{source.name}".encode()) & 0x7FFFFFFF,
+        result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
                               batch_size=batch_size, factor=factor, options=options)
         target = output_path if single_file else _target(source, input_path, output_path)
         if source.series is None:
