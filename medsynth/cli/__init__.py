@@ -15,6 +15,7 @@ from medsynth.cli.info import info
 from medsynth.cli.restore import denoise, super_resolve
 from medsynth.cli.sample_data import sample_data
 from medsynth.cli.train import train
+from medsynth.cli.validate import compare, demo, validate
 
 app = typer.Typer(
     name="medsynth",
@@ -31,6 +32,9 @@ app.command()(train)
 app.command()(augment)
 app.command()(denoise)
 app.command("super-resolve")(super_resolve)
+app.command()(validate)
+app.command()(compare)
+app.command()(demo)
 
 
 def main() -> None:

@@ -132,14 +132,18 @@ class ExperimentConfig:
 
 def load_experiment(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
     """Load, override (``key.sub=value``), and validate an experiment config; errors name the key."""
+    return experiment_from_dict(apply_overrides(load_yaml(path), overrides or []), str(path))
+
+
+def experiment_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate plain config data (the family's model options included); errors start with ``source``."""
     from medsynth.models import family_options
 
-    data = apply_overrides(load_yaml(path), overrides or [])
     try:
         config = from_dict(ExperimentConfig, data)
         family_options(config.family, config.model)
     except MedsynthError as err:
-        raise MedsynthError(f"{path}: {err}") from None
+        raise MedsynthError(f"{source}: {err}") from None
     return config
 
 

@@ -1,5 +1,8 @@
-"""Validation: metrics that compare synthetic data with real data (layer 6 of DESIGN.md)."""
+"""Validation: metrics that compare synthetic with real data, the feature network, the
+downstream-segmentation experiment, and the comparison report (layer 6 of DESIGN.md)."""
 
+from medsynth.validation.compare import CompareConfig, compare, load_compare_config
+from medsynth.validation.features import FeatureExtractor, load_feature_extractor, train_feature_network
 from medsynth.validation.metrics import (
     Memorization,
     density_coverage,
@@ -10,6 +13,11 @@ from medsynth.validation.metrics import (
     ms_ssim_diversity,
     precision_recall,
 )
+from medsynth.validation.realism import ImageSet, memorization_check, realism_metrics
+from medsynth.validation.utility import segmentation_utility
+from medsynth.validation.validate import load_image_set, validate
 
-__all__ = ["Memorization", "density_coverage", "frechet_distance", "intensity_distance",
-           "kernel_inception_distance", "memorization", "ms_ssim_diversity", "precision_recall"]
+__all__ = ["CompareConfig", "FeatureExtractor", "ImageSet", "Memorization", "compare", "density_coverage",
+           "frechet_distance", "intensity_distance", "kernel_inception_distance", "load_compare_config",
+           "load_feature_extractor", "load_image_set", "memorization", "memorization_check", "ms_ssim_diversity",
+           "precision_recall", "realism_metrics", "segmentation_utility", "train_feature_network", "validate"]

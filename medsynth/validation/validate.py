@@ -1,0 +1,112 @@
+"""``medsynth validate REAL_DIR SYNTH_DIR``: how close is a folder of synthetic images to real ones?
+
+Both folders are read like training data (NIfTI or DICOM, reoriented to RAS, intensities scaled
+to [0, 1] per image), cut into 2D slices along the axial axis (or kept as 3D volumes with
+``spatial_dims=3``), brought onto one grid, and measured with the same functions ``medsynth
+compare`` uses: realism, coverage, diversity, memorization (against ``--train`` or else the real
+folder), and intensity distances per label class when both label folders are given.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from medsynth.errors import MedsynthError
+from medsynth.io.files import prepare_output_dir, write_json
+from medsynth.training.dataset import load_volumes
+from medsynth.training.experiment import DataConfig
+from medsynth.training.trainer import resolve_device
+from medsynth.validation.features import load_feature_extractor, train_feature_network
+from medsynth.validation.realism import (
+    ImageSet,
+    common_shape,
+    diversity,
+    memorization_check,
+    realism_metrics,
+    stack_images,
+)
+
+
+def load_image_set(folder: str | os.PathLike, labels: str | os.PathLike | None = None, *, spatial_dims: int = 2,
+                   slice_axis: int = 2, min_foreground: float = 0.15, shape: tuple[int, ...] | None = None) -> ImageSet:
+    """Images (and labels) of a folder as one :class:`ImageSet`.
+
+    2D: slices along ``slice_axis`` whose foreground (label > 0, else image > 0.05) covers at
+    least ``min_foreground``; 2D image files are taken whole. 3D: whole volumes. Everything is
+    centred on ``shape`` (default: the most common shape), padding or cropping.
+    """
+    volumes = load_volumes(DataConfig(images=str(folder), labels=None if labels is None else str(labels)), spatial_dims)
+    images, maps, names = [], [], []
+    for volume in volumes:
+        if spatial_dims == 3:
+            images.append(volume.image[0])
+            maps.append(None if volume.label is None else volume.label[0])
+            names.append(volume.name)
+            continue
+        depth = volume.image.shape[1 + slice_axis]
+        for index in range(depth):
+            image = volume.image[0].select(slice_axis, index)
+            label = None if volume.label is None else volume.label[0].select(slice_axis, index)
+            foreground = (label > 0) if label is not None else (image > 0.05)
+            if depth == 1 or foreground.float().mean() >= min_foreground:
+                images.append(image)
+                maps.append(label)
+                names.append(f"{volume.name}:{index}" if depth > 1 else volume.name)
+    if len(images) < 2:
+        raise MedsynthError(f"{folder}: {len(images)} usable {'slices' if spatial_dims == 2 else 'volumes'} "
+                            f"(foreground >= {min_foreground}); the metrics need at least 2")
+    shape = shape or common_shape(images)
+    stacked_labels = None if any(m is None for m in maps) else stack_images(maps, shape).round().long()
+    return ImageSet(stack_images(images, shape), stacked_labels, names)
+
+
+def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str | os.PathLike, *,
+             labels: str | os.PathLike | None = None, synth_labels: str | os.PathLike | None = None,
+             train_dir: str | os.PathLike | None = None, train_labels: str | os.PathLike | None = None,
+             features: str | os.PathLike | None = None, spatial_dims: int = 2, feature_steps: int = 300,
+             device: str = "auto", progress: bool = True) -> Path:
+    """Measure ``synth_dir`` against ``real_dir``; write ``out/metrics.json`` and ``out/report.html``.
+
+    Args:
+        labels, synth_labels: label maps of the real and synthetic images (intensity distance per class;
+            the feature network learns to segment them).
+        train_dir, train_labels: the generator's real training data, for the memorization check and to train
+            the feature network (default: ``real_dir``).
+        features: a TorchScript feature extractor or a saved medsynth feature network; default: train one.
+    Returns:
+        The path of ``report.html``.
+    """
+    from medsynth.validation.report import write_validation_report
+
+    if spatial_dims not in (2, 3):
+        raise MedsynthError(f"--dims {spatial_dims}: use 2 (slices) or 3 (volumes)")
+    target = resolve_device(device)
+    began = time.perf_counter()
+    real = load_image_set(real_dir, labels, spatial_dims=spatial_dims)
+    shape = tuple(real.images.shape[2:])
+    synthetic = load_image_set(synth_dir, synth_labels, spatial_dims=spatial_dims, shape=shape)
+    train = real if train_dir is None else load_image_set(train_dir, train_labels, spatial_dims=spatial_dims,
+                                                           shape=shape)
+    extractor = load_feature_extractor(features, target) if features else None
+    for inputs in (real_dir, synth_dir, train_dir):
+        if inputs is not None:
+            prepare_output_dir(out, inputs)
+    out = Path(out)
+    classes = int(max(int(s.labels.max()) for s in (real, synthetic, train) if s.labels is not None) + 1) \
+        if train.labels is not None else 0
+    if extractor is None:
+        extractor = train_feature_network(list(train.images), None if train.labels is None else list(train.labels),
+                                          num_classes=classes, steps=feature_steps, device=target, progress=progress)
+    class_names = ["background"] + [f"label_{k}" for k in range(1, classes)] if classes else None
+    metrics = realism_metrics(real, synthetic, extractor, class_names=class_names)
+    metrics["memorization"] = memorization_check(train, synthetic)
+    report = {"real": str(real_dir), "synthetic": str(synth_dir), "train": str(train_dir or real_dir),
+              "spatial_dims": spatial_dims, "shape": list(shape), "real_ms_ssim": diversity(real.images),
+              "feature_network": {"description": extractor.description, **extractor.config},
+              "metrics": metrics, "seconds": round(time.perf_counter() - began, 1)}
+    if not features:
+        extractor.save(out / "feature_network")
+    write_json(out / "metrics.json", report)
+    return write_validation_report(out, report, real, synthetic, train)

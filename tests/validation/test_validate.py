@@ -1,0 +1,69 @@
+"""``medsynth validate`` on folders of NIfTI files: report, reuse of the feature network, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medsynth.io import MedicalImage, write_nifti
+from tests.cli.test_cli import error_line, run
+from tests.validation.test_features import blobs
+
+
+def write_folder(root, count: int, seed: int, dims: int = 3) -> tuple:
+    images, labels = blobs(count, dims=dims, size=16, seed=seed)
+    for k, (image, label) in enumerate(zip(images, labels, strict=True)):
+        write_nifti(MedicalImage(image[0].numpy(), np.eye(4), {"modality": "MR"}), root / "images" / f"c{k}.nii.gz")
+        write_nifti(MedicalImage(label[0].numpy(), np.eye(4)), root / "labels" / f"c{k}.nii.gz", dtype=np.uint8)
+    return root / "images", root / "labels"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("validate")
+    real = write_folder(root / "real", 4, seed=0)
+    synthetic = write_folder(root / "synthetic", 3, seed=1)
+    return root, real, synthetic
+
+
+def test_validate_writes_report_and_reuses_its_feature_network(folders):
+    root, (real, real_labels), (synthetic, synthetic_labels) = folders
+    before = sorted(p.name for p in real.iterdir())
+    result = run("validate", real, synthetic, "--out", root / "report", "--labels", real_labels,
+                 "--synth-labels", synthetic_labels, "--feature-steps", 2, "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((root / "report" / "metrics.json").read_text())
+    metrics = report["metrics"]
+    assert set(metrics["intensity_wasserstein"]) == {"all", "background", "label_1", "label_2"}
+    assert metrics["n_real"] > 4 and 0 <= metrics["precision"] <= 1 and metrics["memorization"]["n_train"] > 4
+    assert "trained locally" in report["feature_network"]["description"]
+    page = (root / "report" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 2 and "near-copies" in page
+    assert sorted(p.name for p in real.iterdir()) == before  # input untouched
+    again = run("validate", real, synthetic, "--out", root / "again", "--features", root / "report" / "feature_network",
+                "--device", "cpu")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads((root / "again" / "metrics.json").read_text())["metrics"]["fid"] == pytest.approx(metrics["fid"])
+    assert not (root / "again" / "feature_network").exists()  # reused, not retrained
+    volumes = run("validate", real, synthetic, "--out", root / "volumes", "--dims", 3, "--feature-steps", 1)
+    assert volumes.exit_code == 0, volumes.stderr
+    report = json.loads((root / "volumes" / "metrics.json").read_text())
+    assert report["metrics"]["n_real"] == 4 and report["shape"] == [16, 16, 16]
+    wrong = run("validate", real, synthetic, "--out", root / "wrong", "--dims", 3, "--features",
+                root / "report" / "feature_network")
+    assert wrong.exit_code == 1 and "trained on 2D images, given 3D" in error_line(wrong)
+
+
+def test_validate_bad_input_is_a_one_line_error(folders, tmp_path):
+    root, (real, _), (synthetic, _) = folders
+    (tmp_path / "empty").mkdir()
+    result = run("validate", real, tmp_path / "empty", "--out", tmp_path / "out", "--feature-steps", 1)
+    assert result.exit_code == 1 and "empty" in error_line(result) and not (tmp_path / "out").exists()
+    result = run("validate", real, synthetic, "--out", real / "report", "--feature-steps", 1)
+    assert result.exit_code == 1 and "inside the input" in error_line(result) and not (real / "report").exists()
+    result = run("validate", real, synthetic, "--out", tmp_path / "out", "--features", tmp_path / "nothing.pt")
+    assert result.exit_code == 1 and "nothing.pt: no such feature network" in error_line(result)
+    result = run("validate", real, synthetic, "--out", tmp_path / "out", "--dims", 4)
+    assert result.exit_code == 1 and "--dims 4" in error_line(result)
