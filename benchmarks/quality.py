@@ -17,8 +17,9 @@ families are sized to the same CPU wall time; ``train_seconds`` records what eac
 - generate: an image for each held-out tissue label map. Targets: mean intensity per tissue
   within 10% of the real one; ordering background < grey matter < white matter (T1).
 
-PSNR is over the head (label > 0) with data range 1 (images normalised to [0, 1]); SSIM over
-the whole slice (2D) or slab (3D). Everything is computed in this run; results are merged into
+PSNR is over the head (label > 0) with data range 1 (images normalised to [0, 1]); SSIM (MONAI,
+Gaussian window 11) over the whole slab, slice by slice where it is thinner than the window
+(``medsynth.validation.fidelity``). Everything is computed in this run; results are merged into
 benchmarks/results/quality_<dims>d.json (``{family: {job: ...}}``, an entry replaced when re-run)
 and a side-by-side table of every family's default setting is printed.
 
@@ -35,14 +36,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.interpolate import interp1d
-from skimage.metrics import structural_similarity
-from skimage.restoration import denoise_nl_means
 
 from medsynth.data.degradations import rician_noise, thick_slices
 from medsynth.training import RunDirectory, Trainer, load_experiment
 from medsynth.training.dataset import load_volumes, split_holdout
 from medsynth.training.inference import load_synthesizer
+from medsynth.validation.fidelity import interpolate_thick_slices, non_local_means, psnr, ssim
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,18 +59,6 @@ def settings(family: str, ddpm: bool) -> dict[str, dict]:
         label = f"{sampler}-{steps}" + (f"x{ensemble}-mean" if ensemble > 1 else "")
         named[label] = {"sampler": sampler, "num_inference_steps": steps, "ensemble": ensemble}
     return named
-
-
-def psnr(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> float:
-    mse = float(np.mean((estimate[mask] - truth[mask]) ** 2))
-    return 10 * np.log10(1.0 / max(mse, 1e-12))
-
-
-def ssim(estimate: np.ndarray, truth: np.ndarray) -> float:
-    if estimate.ndim == 3 and estimate.shape[-1] < 7:
-        return float(np.mean([structural_similarity(truth[..., k], estimate[..., k], data_range=1.0)
-                              for k in range(estimate.shape[-1])]))
-    return float(structural_similarity(truth, estimate, data_range=1.0))
 
 
 def train_or_reuse(family: str, job: str, dims: int, runs: Path, overrides: list[str]) -> tuple[Path, float]:
@@ -107,8 +94,7 @@ def eval_denoise(run: Path, named: dict[str, dict]) -> dict:
     results = {"sigma": SIGMA, "slices": int(clean.shape[-1])}
     results["noisy"] = {"psnr": psnr(noisy, clean, mask), "ssim": ssim(noisy, clean)}
     start = time.perf_counter()
-    nlm = np.stack([denoise_nl_means(noisy[..., k], h=0.8 * SIGMA, sigma=SIGMA, fast_mode=True, patch_size=5,
-                                     patch_distance=6) for k in range(noisy.shape[-1])], axis=-1)
+    nlm = non_local_means(noisy, SIGMA)
     results["nlm"] = {"psnr": psnr(nlm, clean, mask), "ssim": ssim(nlm, clean), "seconds": time.perf_counter() - start}
     for label, options in named.items():
         if config.spatial_dims == 2:
@@ -122,13 +108,6 @@ def eval_denoise(run: Path, named: dict[str, dict]) -> dict:
     return results
 
 
-def cubic_from_thick(low: np.ndarray, centres: np.ndarray, length: int, kind: str) -> np.ndarray:
-    """Interpolate thick-slice values at ``centres`` (last axis) back onto ``length`` positions."""
-    interpolate = interp1d(centres, low, kind=kind if len(centres) > 3 else "linear", axis=-1,
-                           bounds_error=False, fill_value=(low[..., 0], low[..., -1]))
-    return interpolate(np.arange(length)).astype(np.float32)
-
-
 def eval_super_resolve(run: Path, named: dict[str, dict]) -> dict:
     config, slab = heldout_slab(run)
     model = load_synthesizer(run)
@@ -138,11 +117,8 @@ def eval_super_resolve(run: Path, named: dict[str, dict]) -> dict:
     for factor in (2, 4):
         condition, low = thick_slices(clean[None], factor, axis=-1, return_low_res=True)
         condition, low = condition[0].astype(np.float32), low[0]
-        depth = clean.shape[-1]
-        starts = np.arange(0, depth, factor)
-        centres = (starts + np.minimum(starts + factor, depth) - 1) / 2.0
         kind = "cubic" if config.spatial_dims == 2 else "linear"
-        baseline = cubic_from_thick(low, centres, depth, kind)
+        baseline = interpolate_thick_slices(low, factor, clean.shape[-1], kind)
         entry = {f"{kind}": {"psnr": psnr(baseline, clean, mask), "ssim": ssim(baseline, clean)}}
         for label, options in named.items():
             if config.spatial_dims == 2:  # coronal planes (x, z) as a batch: z is the degraded axis

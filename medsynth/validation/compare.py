@@ -92,6 +92,14 @@ class CompareConfig:
     base_dir: str = "."  # where relative experiment paths are found (the config file's folder)
 
 
+#: the data settings that define which real slices are trained on and which are held out
+SPLIT_KEYS = ("images", "labels", "modality", "ct_window", "spacing_mm", "slice_axis", "holdout")
+
+
+def _split(experiment: ExperimentConfig) -> dict:
+    return {key: getattr(experiment.data, key) for key in SPLIT_KEYS}
+
+
 def load_compare_config(path: str | os.PathLike, overrides: list[str] | None = None) -> CompareConfig:
     data = apply_overrides(load_yaml(path), overrides or [])
     data.setdefault("base_dir", str(Path(path).resolve().parent))
@@ -120,10 +128,9 @@ def _experiments(config: CompareConfig) -> dict[str, ExperimentConfig]:
         out[name] = experiment
     first_name, first = next(iter(out.items()))
     for name, experiment in out.items():
-        if experiment_to_dict(experiment)["data"] != experiment_to_dict(first)["data"] or \
-                experiment.job.num_classes != first.job.num_classes:
-            raise MedsynthError(f"experiments.{name}: its data section or classes differ from {first_name}'s; "
-                                "every model must be trained and measured on the same split")
+        if _split(experiment) != _split(first) or experiment.job.num_classes != first.job.num_classes:
+            raise MedsynthError(f"experiments.{name}: its data ({', '.join(SPLIT_KEYS)}) or classes differ from "
+                                f"{first_name}'s; every model must be trained and measured on the same split")
     return out
 
 
@@ -161,8 +168,7 @@ def _slices(experiment: ExperimentConfig, min_foreground: float) -> tuple[ImageS
 
 def _train_or_take(name: str, experiment: ExperimentConfig, out: Path, runs: dict[str, Path], device: str) -> Path:
     if name in runs:
-        saved = RunDirectory(runs[name]).read_config()
-        if experiment_to_dict(saved)["data"] != experiment_to_dict(experiment)["data"]:
+        if _split(RunDirectory(runs[name]).read_config()) != _split(experiment):
             raise MedsynthError(f"{runs[name]}: trained on other data or another held-out split than the config's")
         if RunDirectory(runs[name]).latest_checkpoint() is None:
             raise MedsynthError(f"{runs[name]}: run has no checkpoint yet")

@@ -289,6 +289,10 @@ def write_validation_report(out: Path, report: dict, real: ImageSet, synthetic: 
              f"real: {report['real_ms_ssim']:.3f}; lower = more diverse"]]
     rows += [[f"intensity Wasserstein-1, {k}", _format(v), "image units in [0, 1]"]
              for k, v in m["intensity_wasserstein"].items()]
+    if "fidelity" in m:
+        f = m["fidelity"]
+        rows.append(["paired PSNR / SSIM", f"{f['psnr']:.2f} dB / {f['ssim']:.3f}",
+                     f"{f['pairs']} synthetic images against the real images of the same name"])
     check = m["memorization"]
     rows.append(["near-copies of training images", f"{check['flagged']} of {check['n_synthetic']} "
                  f"({check['fraction_flagged']:.1%}), min ratio {check['min_ratio']:.2f}",

@@ -4,7 +4,8 @@ Both folders are read like training data (NIfTI or DICOM, reoriented to RAS, int
 to [0, 1] per image), cut into 2D slices along the axial axis (or kept as 3D volumes with
 ``spatial_dims=3``), brought onto one grid, and measured with the same functions ``medsynth
 compare`` uses: realism, coverage, diversity, memorization (against ``--train`` or else the real
-folder), and intensity distances per label class when both label folders are given.
+folder), intensity distances per label class when both label folders are given, and paired
+PSNR/SSIM when synthetic files have the names of real ones (restored copies of them).
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from medsynth.errors import MedsynthError
 from medsynth.io.files import prepare_output_dir, write_json
 from medsynth.training.dataset import load_volumes
 from medsynth.training.experiment import DataConfig
 from medsynth.training.trainer import resolve_device
 from medsynth.validation.features import load_feature_extractor, train_feature_network
+from medsynth.validation.fidelity import psnr, ssim
 from medsynth.validation.realism import (
     ImageSet,
     common_shape,
@@ -62,6 +66,20 @@ def load_image_set(folder: str | os.PathLike, labels: str | os.PathLike | None =
     return ImageSet(stack_images(images, shape), stacked_labels, names)
 
 
+def paired_fidelity(real: ImageSet, synthetic: ImageSet) -> dict | None:
+    """PSNR/SSIM of synthetic images against the real images of the same name (e.g. ``medsynth denoise``
+    output against clean originals), or None when no names match. Each image carries its own
+    intensity scaling to [0, 1], so this measures structure more than absolute units."""
+    index = {name: k for k, name in enumerate(real.names)}
+    pairs = [(index[name], k) for k, name in enumerate(synthetic.names) if name in index]
+    if not pairs:
+        return None
+    scores = [(psnr(synthetic.images[k, 0].numpy(), real.images[r, 0].numpy()),
+               ssim(synthetic.images[k, 0].numpy(), real.images[r, 0].numpy())) for r, k in pairs]
+    return {"pairs": len(pairs), "psnr": float(np.mean([p for p, _ in scores])),
+            "ssim": float(np.mean([s for _, s in scores]))}
+
+
 def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str | os.PathLike, *,
              labels: str | os.PathLike | None = None, synth_labels: str | os.PathLike | None = None,
              train_dir: str | os.PathLike | None = None, train_labels: str | os.PathLike | None = None,
@@ -102,6 +120,9 @@ def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str
     class_names = ["background"] + [f"label_{k}" for k in range(1, classes)] if classes else None
     metrics = realism_metrics(real, synthetic, extractor, class_names=class_names)
     metrics["memorization"] = memorization_check(train, synthetic)
+    paired = paired_fidelity(real, synthetic)
+    if paired:
+        metrics["fidelity"] = paired
     report = {"real": str(real_dir), "synthetic": str(synth_dir), "train": str(train_dir or real_dir),
               "spatial_dims": spatial_dims, "shape": list(shape), "real_ms_ssim": diversity(real.images),
               "feature_network": {"description": extractor.description, **extractor.config},

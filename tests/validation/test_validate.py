@@ -6,8 +6,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from medsynth.io import MedicalImage, write_nifti
+from medsynth.validation.realism import ImageSet
+from medsynth.validation.validate import paired_fidelity
 from tests.cli.test_cli import error_line, run
 from tests.validation.test_features import blobs
 
@@ -67,3 +70,15 @@ def test_validate_bad_input_is_a_one_line_error(folders, tmp_path):
     assert result.exit_code == 1 and "nothing.pt: no such feature network" in error_line(result)
     result = run("validate", real, synthetic, "--out", tmp_path / "out", "--dims", 4)
     assert result.exit_code == 1 and "--dims 4" in error_line(result)
+
+
+def test_restored_copies_get_paired_fidelity():
+
+
+    images = torch.rand(3, 1, 16, 16)
+    real = ImageSet(images, None, ["a", "b", "c"])
+    assert paired_fidelity(real, ImageSet(images.clone(), None, ["x", "y", "z"])) is None
+    same = paired_fidelity(real, ImageSet(images[:2].clone(), None, ["a", "b"]))
+    assert same["pairs"] == 2 and same["ssim"] == pytest.approx(1.0) and same["psnr"] > 100
+    noisy = paired_fidelity(real, ImageSet((images + 0.1).clamp(0, 1), None, ["a", "b", "c"]))
+    assert 15 < noisy["psnr"] < 25 and noisy["ssim"] < 0.99
