@@ -10,7 +10,9 @@ from medsynth.config import apply_overrides, from_dict, load_yaml, to_dict
 from medsynth.errors import MedsynthError
 from medsynth.training.experiment import load_experiment
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+CONFIGS = sorted(p for p in (Path(__file__).parent.parent / "configs").glob("*.yaml")
+                 if not p.stem.startswith("compare"))
+COMPARISONS = sorted((Path(__file__).parent.parent / "configs").glob("compare*.yaml"))
 
 
 @dataclass
@@ -73,6 +75,14 @@ def test_extends_merges_sections_and_refuses_cycles(tmp_path):
 def test_every_ready_made_config_is_valid(path):
     config = load_experiment(path)
     assert config.spatial_dims in (2, 3) and config.train.steps > 0
+
+
+@pytest.mark.parametrize("path", COMPARISONS, ids=lambda p: p.name)
+def test_every_ready_made_comparison_names_valid_experiments(path):
+    from medsynth.validation.compare import _experiments, load_compare_config
+
+    experiments = _experiments(load_compare_config(path))
+    assert {e.family for e in experiments.values()} == {"diffusion", "gan"}
 
 
 def test_every_job_family_and_dimension_has_a_cpu_and_a_gpu_config():

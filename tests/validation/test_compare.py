@@ -68,7 +68,7 @@ def test_compare_takes_finished_runs_and_checks_them(compared, tmp_path):
     result = run("compare", config, "--out", tmp_path / "x", "--runs", "gan")
     assert result.exit_code == 1 and "expected NAME=RUN_DIR" in error_line(result)
     result = run("compare", config, "--out", tmp_path / "x", "--runs", f"gan={runs / 'gan'}",
-                 "--set", "overrides=[data.holdout=[0.2,0.3]]")
+                 "--set", 'overrides=["data.holdout=[0.2, 0.3]"]')
     assert result.exit_code == 1 and "another held-out split" in error_line(result)
 
 
@@ -85,5 +85,5 @@ def test_compare_rejects_what_it_cannot_measure(tmp_path):
 def test_demo_config_is_valid_and_sized_for_a_cpu():
     experiments = _experiments(from_dict(CompareConfig, DEMO))
     assert {e.family for e in experiments.values()} == {"diffusion", "gan"}
-    assert all(e.train.steps <= 600 for e in experiments.values())
-    assert DEMO["experiments"]["diffusion"]["train"]["steps"] == 300  # not mutated by overrides elsewhere
+    assert all(e.train.steps <= 650 and e.train.batch_size == 8 for e in experiments.values())
+    assert DEMO["experiments"]["diffusion"]["train"]["steps"] == 650  # not mutated by overrides elsewhere

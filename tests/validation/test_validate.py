@@ -46,7 +46,7 @@ def test_validate_writes_report_and_reuses_its_feature_network(folders):
     assert page.count("data:image/png;base64,") == 2 and "near-copies" in page
     assert sorted(p.name for p in real.iterdir()) == before  # input untouched
     again = run("validate", real, synthetic, "--out", root / "again", "--features", root / "report" / "feature_network",
-                "--device", "cpu")
+                "--labels", real_labels, "--synth-labels", synthetic_labels, "--device", "cpu")
     assert again.exit_code == 0, again.stderr
     assert json.loads((root / "again" / "metrics.json").read_text())["metrics"]["fid"] == pytest.approx(metrics["fid"])
     assert not (root / "again" / "feature_network").exists()  # reused, not retrained
