@@ -40,6 +40,7 @@ def read_nifti(path: str | os.PathLike) -> MedicalImage:
         raise MedsynthError(f"{path}: image has {len(shape)} dimension(s) {shape}; medsynth expects 2D or 3D images")
     if any(s < 1 for s in shape) or int(np.prod(shape, dtype=np.int64)) > MAX_VOXELS:
         raise MedsynthError(f"{path}: declared shape {shape} is empty or larger than {MAX_VOXELS} voxels")
+    _check_declared_size(img, path, shape)
     affine = np.asarray(img.affine, dtype=np.float64)
     check_affine(affine, str(path))
     try:
@@ -50,6 +51,22 @@ def read_nifti(path: str | os.PathLike) -> MedicalImage:
     meta = {"source": str(path), "name": nifti_stem(path), "format": "nifti",
             "modality": _modality_from_description(img.header)}
     return MedicalImage(array, affine, meta)
+
+
+#: gzip cannot compress better than about 1032:1, so a .nii.gz holds at most this many bytes per stored byte
+GZIP_MAX_RATIO = 1100
+
+
+def _check_declared_size(img: nib.Nifti1Image, path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse headers that declare more voxel bytes than the file can hold, before anything is allocated
+    (a corrupt or hostile header must not make the reader reserve gigabytes)."""
+    declared = int(np.prod(shape, dtype=np.int64)) * img.header.get_data_dtype().itemsize
+    stored = path.stat().st_size
+    compressed = path.suffix.lower() == ".gz"
+    available = stored * GZIP_MAX_RATIO if compressed else stored - int(img.header.get_data_offset())
+    if declared > available:
+        raise MedsynthError(f"{path}: header declares {declared} bytes of voxel data, more than the "
+                            f"{stored}-byte file can hold (truncated or corrupt)")
 
 
 def write_nifti(image: MedicalImage, path: str | os.PathLike, dtype: np.dtype | type | None = None) -> Path:

@@ -6,19 +6,22 @@ RUN_DIR/
   log.csv                         step, losses, learning rate, seconds
   samples/step_0000250.png        condition | sample | real, every train.sample_every steps
   checkpoints/latest              name of the newest complete checkpoint
-  checkpoints/step_0000250/       model.safetensors, ema.safetensors, trainer_state.pt
+  checkpoints/step_0000250/       model.safetensors, ema.safetensors, trainer_state.pt, checksums.json
   summary.json                    wall time, steps/s, peak memory (written at the end)
 ```
 
 A checkpoint folder is written in full under a temporary name and renamed into place, then
 ``latest`` is replaced atomically: a run killed at any moment leaves ``latest`` pointing at a
-complete checkpoint. Weights are safetensors; the trainer state holds only tensors and plain
-numbers and is loaded with ``torch.load(weights_only=True)``, so loading never unpickles code.
+complete checkpoint, and every file's SHA-256 is verified when it is loaded. Weights are
+safetensors; the trainer state holds only tensors and plain numbers and is loaded with
+``torch.load(weights_only=True)``, so loading never unpickles code.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -34,6 +37,32 @@ from medsynth.io.files import atomic_path, write_json
 from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
 
 KEEP_CHECKPOINTS = 2
+CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "trainer_state.pt")
+CHECKSUMS = "checksums.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _verify(folder: Path) -> None:
+    """Compare every checkpoint file with the SHA-256 written beside it (checkpoints from before
+    checksums existed have none and are not checked)."""
+    listing = folder / CHECKSUMS
+    if not listing.exists():
+        return
+    try:
+        expected = json.loads(listing.read_text(encoding="utf-8"))
+        for name in CHECKPOINT_FILES:
+            if _sha256(folder / name) != expected[name]:
+                raise MedsynthError(f"{folder / name}: checksum mismatch (the checkpoint was corrupted or changed "
+                                    "after it was written)")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise MedsynthError(f"{folder}: cannot verify checkpoint ({describe(err)})") from None
 
 
 class RunDirectory:
@@ -85,6 +114,7 @@ class RunDirectory:
                 save_file(_plain(model), tmp / "model.safetensors")
                 save_file(_plain(ema), tmp / "ema.safetensors")
                 torch.save(state, tmp / "trainer_state.pt")
+                write_json(tmp / CHECKSUMS, {name: _sha256(tmp / name) for name in CHECKPOINT_FILES})
             with atomic_path(self.checkpoints / "latest") as tmp:
                 tmp.write_text(name + "\n", encoding="utf-8")
         except OSError as err:
@@ -99,6 +129,7 @@ class RunDirectory:
         folder = folder or self.latest_checkpoint()
         if folder is None:
             raise MedsynthError(f"{self.path}: run has no checkpoint yet")
+        _verify(folder)
         try:
             model = load_file(folder / "model.safetensors")
             ema = load_file(folder / "ema.safetensors")
