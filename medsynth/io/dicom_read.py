@@ -76,6 +76,13 @@ class DicomScan:
     unreadable: dict[Path, str]
 
 
+#: every header element medsynth reads, converted while scanning so that corrupt values are reported there
+HEADER_KEYWORDS = ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "PixelSpacing", "ImagerPixelSpacing",
+                   "ImageOrientationPatient", "ImagePositionPatient", "SliceThickness", "SpacingBetweenSlices",
+                   "RescaleSlope", "RescaleIntercept", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber",
+                   "Modality", "SOPClassUID")
+
+
 def looks_like_dicom(path: Path) -> bool:
     """True for files with the ``DICM`` magic at byte 128, or named ``*.dcm``."""
     if path.suffix.lower() == ".dcm":
@@ -102,7 +109,12 @@ def scan_dicom(paths: list[Path]) -> DicomScan:
             continue
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=path.suffix.lower() == ".dcm")
+            for keyword in HEADER_KEYWORDS:  # pydicom converts values on first access: a corrupt one fails here
+                ds.get(keyword)
             is_image = "Rows" in ds and "Columns" in ds
+            if is_image:
+                int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
+                int(ds.get("SamplesPerPixel", 1) or 1)
             sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
         except Exception as err:  # pydicom raises many types on corrupt headers
             unreadable[path] = describe(err)
