@@ -129,6 +129,19 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def is_leftover(path: Path) -> bool:
+    """A temporary of :func:`atomic_path` left behind by a killed process."""
+    return path.name.startswith(".") and (".tmp-" in path.name or ".old-" in path.name)
+
+
+def remove_leftovers(folder: str | os.PathLike) -> int:
+    """Delete ``atomic_path`` temporaries that a killed process left in ``folder``; returns how many."""
+    leftovers = [p for p in Path(folder).glob(".*") if is_leftover(p)] if Path(folder).is_dir() else []
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+    return len(leftovers)
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write JSON atomically (indented, UTF-8)."""
     with atomic_path(path) as tmp:

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medsynth.config import from_dict
@@ -117,8 +118,8 @@ class RunDirectory:
                 write_json(tmp / CHECKSUMS, {name: _sha256(tmp / name) for name in CHECKPOINT_FILES})
             with atomic_path(self.checkpoints / "latest") as tmp:
                 tmp.write_text(name + "\n", encoding="utf-8")
-        except OSError as err:
-            raise MedsynthError(f"{target}: cannot write checkpoint ({err.strerror or err})") from None
+        except (OSError, SafetensorError) as err:  # safetensors reports a full disk as its own error type
+            raise MedsynthError(f"{target}: cannot write checkpoint ({describe(err)})") from None
         old = sorted(p for p in self.checkpoints.glob("step_*") if p.is_dir() and p.name != name)
         for folder in old[: max(0, len(old) - (KEEP_CHECKPOINTS - 1))]:
             shutil.rmtree(folder, ignore_errors=True)

@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medsynth.errors import MedsynthError
+from medsynth.io.files import is_leftover, remove_leftovers
 from medsynth.models import StepContext, Synthesizer, build_synthesizer
 from medsynth.training.dataset import PatchSampler, Volume, make_condition, training_sources
 from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
@@ -156,7 +157,7 @@ class Trainer:
                                     "only train.steps may change on --resume")
             saved.train.steps = config.train.steps
             config = saved
-        elif self.run.exists() or (self.run.path.exists() and any(self.run.path.iterdir())):
+        elif self.run.exists() or (self.run.path.exists() and any(not is_leftover(p) for p in self.run.path.iterdir())):
             raise MedsynthError(f"{self.run.path}: run directory exists and is not empty; use --resume to continue "
                                 "it or choose another --out")
         self.config = config
@@ -258,6 +259,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to ``train.steps``; returns (and saves as ``summary.json``) timing and memory figures."""
         self._build()
+        for folder in (self.run.path, self.run.checkpoints):  # temporaries of a killed earlier process
+            remove_leftovers(folder)
         train = self.config.train
         start_step, elapsed_before = 0, 0.0
         if self.resume and self.run.latest_checkpoint() is not None:
