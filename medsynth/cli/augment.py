@@ -42,6 +42,13 @@ def augment(
     ] = Format.nifti,
     batch_size: Annotated[int, typer.Option("--batch-size", help="2D slices per network call.")] = 8,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu or cuda.")] = "auto",
+    reject_copies: Annotated[bool, typer.Option(
+        "--reject-copies", help="Do not write outputs that are near-copies of the model's training images (the "
+                                "memorization check: closer to a training slice than --copy-threshold times that "
+                                "slice's distance to its nearest neighbour); they are listed in rejected.csv. Reads "
+                                "the model's training data.")] = False,
+    copy_threshold: Annotated[float, typer.Option(
+        "--copy-threshold", help="Near-copy ratio threshold for --reject-copies.")] = 0.5,
 ) -> None:
     """Write synthetic data for the images in INPUT_DIR: new image + label pairs from deformed real label
     maps (label-conditioned models), new images (unconditional), or variations (--strength).
@@ -51,8 +58,13 @@ def augment(
     """
     from medsynth.synthesis import augment as run_augment
 
+    reject = None
+    if reject_copies:
+        from medsynth.validation.copies import near_copy_check
+
+        reject = near_copy_check(model, copy_threshold)
     datalist = run_augment(input_dir, output_dir, model, labels=labels, count=count, per_image=per_image, seed=seed,
                            steps=steps, sampler=sampler, strength=strength, output_format=output_format.value,
-                           batch_size=batch_size, device=device)
+                           batch_size=batch_size, device=device, reject=reject)
     if datalist.exists():
         typer.echo(f"datalist: {datalist}; manifest: {output_dir / 'manifest.csv'}")

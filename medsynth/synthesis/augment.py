@@ -10,13 +10,20 @@ Outputs keep the source geometry and intensity units; the folder gets ``dataset.
 ``manifest.csv`` (:mod:`.outputs`). Each output's seed derives from ``seed`` and its name, so a
 rerun gives the same files, skips the finished ones, and distributed ranks need no coordination
 but the final merge.
+
+With ``reject`` (e.g. :func:`medsynth.validation.copies.near_copy_check`, what ``--reject-copies``
+uses), an output that the check flags as a near-copy of a training image is not written; it is
+listed with its ratio in ``rejected.csv`` (``rejected.<rank>.csv`` under ``torchrun``) and not
+retried by a rerun.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +32,7 @@ from tqdm.auto import tqdm
 
 from medsynth.errors import MedsynthError
 from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
-from medsynth.io.files import is_inside, prepare_output_dir
+from medsynth.io.files import atomic_path, is_inside, prepare_output_dir
 from medsynth.io.pairing import check_label, pair_labels
 from medsynth.synthesis.apply import (
     TrainedModel,
@@ -41,6 +48,17 @@ from medsynth.synthesis.labels import deform_label
 from medsynth.synthesis.outputs import OutputRecord
 
 log = logging.getLogger("medsynth")
+
+#: flags a near-copy: given an output in model space (RAS, [0, 1]), its memorization ratio, else None
+CopyCheck = Callable[[np.ndarray], "float | None"]
+
+
+class NearCopy(Exception):
+    """An output that the copy check flagged (its memorization ratio)."""
+
+    def __init__(self, ratio: float) -> None:
+        super().__init__(f"near-copy of a training image (ratio {ratio:.3f})")
+        self.ratio = ratio
 
 
 @dataclass
@@ -65,6 +83,7 @@ def augment(
     output_format: str = "nifti",
     batch_size: int = 8,
     device: str = "auto",
+    reject: CopyCheck | None = None,
     progress: bool = True,
 ) -> Path:
     """Write synthetic data for the images under ``input_dir`` into ``output_dir``; returns ``dataset.json``.
@@ -83,6 +102,7 @@ def augment(
         output_format: ``nifti`` or ``dicom`` (images; labels are always NIfTI).
         batch_size: 2D slices per network call.
         device: ``auto``, ``cpu`` or ``cuda``.
+        reject: a copy check; flagged outputs are not written but listed in ``rejected.csv``.
         progress: show a progress bar.
 
     Raises:
@@ -126,7 +146,8 @@ def augment(
     record = OutputRecord(output_dir, settings, f"medsynth augment: {trained.family} {trained.run_dir.name}",
                           part=ranks.part)
     mine = [t for i, t in enumerate(tasks) if ranks.owns(i)]
-    todo = [t for t in mine if not record.done(_image_path(t.name, output_format))]
+    rejected = _Rejected(output_dir, ranks.part)
+    todo = [t for t in mine if not record.done(_image_path(t.name, output_format)) and t.name not in rejected]
     if len(todo) < len(mine):
         log.info("%d of %d outputs already done in %s; skipping them", len(mine) - len(todo), len(mine), output_dir)
     bar = tqdm(todo, desc="augment", unit="image", disable=not progress or None, dynamic_ncols=True)
@@ -136,12 +157,44 @@ def augment(
             cached = (task.source, task.source.read())
         image = cached[1]
         start = time.perf_counter()
-        row = _make_one(trained, task, image, output_dir, output_seed(seed, task.name), options, strength,
-                        output_format, batch_size)
+        try:
+            row = _make_one(trained, task, image, output_dir, output_seed(seed, task.name), options, strength,
+                            output_format, batch_size, reject)
+        except NearCopy as copy:
+            rejected.add(task.name, copy.ratio)
+            continue
         row.update(sampler=sampler_name, steps=evaluations, seconds=round(time.perf_counter() - start, 3))
         record.add(row)
+    if rejected.count:
+        log.warning("%d outputs were near-copies of training images and were not written (%s)", rejected.count,
+                    rejected.path)
     ranks.merge(record)
     return output_dir / "dataset.json"
+
+
+class _Rejected:
+    """The outputs a copy check refused, kept in ``rejected.csv`` (name, ratio) so reruns skip them."""
+
+    def __init__(self, folder: Path, part: str | None) -> None:
+        self.path = folder / ("rejected.csv" if part is None else f"rejected.{part}.csv")
+        self.rows: dict[str, str] = {}
+        if self.path.exists():
+            with open(self.path, newline="") as handle:
+                self.rows = {row["output"]: row["ratio"] for row in csv.DictReader(handle)}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.rows
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+    def add(self, name: str, ratio: float) -> None:
+        self.rows[name] = f"{ratio:.4f}"
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["output", "ratio"])
+            writer.writerows(sorted(self.rows.items()))
 
 
 def _image_path(name: str, output_format: str) -> str:
@@ -150,13 +203,16 @@ def _image_path(name: str, output_format: str) -> str:
 
 def synthesize(
     trained: TrainedModel, image: MedicalImage, label: MedicalImage | None, seed: int, *,
-    strength: float | None = None, batch_size: int = 8, **options,
+    strength: float | None = None, batch_size: int = 8, reject: CopyCheck | None = None, **options,
 ) -> tuple[MedicalImage, MedicalImage | None]:
     """One synthetic output on ``image``'s grid: an image (and, with ``label``, its label map).
 
     With a label (label-conditioned models) the label is deformed at random (seeded) and an image
     generated for it; with ``strength`` (diffusion variations) the real image is noised and
     denoised and the label kept. Intensities come back in ``image``'s units.
+
+    Raises:
+        NearCopy: ``reject`` flagged the output as a near-copy of a training image.
     """
     config = trained.config
     x, space = to_model_space(image, config)
@@ -171,6 +227,9 @@ def synthesize(
         options = {**options, "strength": strength}
     out = run_on_volume(trained, condition, seed=seed, batch_size=batch_size, shape=x.shape,
                         init=x if strength is not None else None, **options)
+    ratio = reject(out) if reject is not None else None
+    if ratio is not None:
+        raise NearCopy(ratio)
     result = from_model_space(out, space, series_description=f"medsynth synthetic ({trained.family})",
                               source=f"medsynth synthetic from {image.name}")
     if label_ras is None:
@@ -181,9 +240,10 @@ def synthesize(
 
 
 def _make_one(trained: TrainedModel, task: _Task, image: MedicalImage, output_dir: Path, seed: int, options: dict,
-              strength: float | None, output_format: str, batch_size: int) -> dict:
+              strength: float | None, output_format: str, batch_size: int, reject: CopyCheck | None) -> dict:
     label = None if task.label is None else task.label.read()
-    result, new_label = synthesize(trained, image, label, seed, strength=strength, batch_size=batch_size, **options)
+    result, new_label = synthesize(trained, image, label, seed, strength=strength, batch_size=batch_size,
+                                   reject=reject, **options)
     image_rel = _image_path(task.name, output_format)
     if output_format == "nifti":
         write_nifti(result, output_dir / image_rel)
