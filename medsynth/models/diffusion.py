@@ -45,6 +45,8 @@ class DiffusionConfig:
     def validate(self) -> None:
         if self.ensemble < 1:
             raise ValueError(f"ensemble: must be at least 1, got {self.ensemble}")
+        if not self.channels or any(c < 1 for c in self.channels):
+            raise ValueError(f"channels: every level needs at least one channel, got {list(self.channels)}")
         if len(self.attention_levels) != len(self.channels):
             raise ValueError("attention_levels: needs one entry per level of channels")
         if any(c % self.norm_num_groups for c in self.channels):

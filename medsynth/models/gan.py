@@ -60,8 +60,8 @@ class GANConfig:
     betas: tuple[float, float] = (0.5, 0.999)
 
     def validate(self) -> None:
-        if len(self.channels) < 2:
-            raise ValueError("channels: needs at least two levels")
+        if len(self.channels) < 2 or any(c < 1 for c in self.channels):
+            raise ValueError(f"channels: needs at least two levels of at least one channel, got {list(self.channels)}")
         if self.noise_channels < 0 or self.discriminator_layers < 1 or self.r1_every < 1:
             raise ValueError("noise_channels >= 0, discriminator_layers >= 1 and r1_every >= 1 are required")
         weights = ("adversarial_weight", "l1_weight", "feature_matching_weight", "diversity_weight", "r1_weight")
