@@ -42,7 +42,8 @@ def command(function: F) -> F:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            typer.echo("error: interrupted", err=True)
+            typer.echo("error: interrupted; every output written so far is complete, and running the same command "
+                       "again continues where this one stopped", err=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]

@@ -13,6 +13,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -98,3 +99,25 @@ def test_augment_killed_at_random_completes_exactly_its_set(tmp_path, mni):
         want = np.asarray(nib.load(tmp_path / "reference" / "images" / name).dataobj)
         np.testing.assert_array_equal(got, want)
     assert not [p for p in out.rglob(".*") if ".tmp-" in p.name]
+
+
+def test_ctrl_c_in_augment_stops_cleanly_and_a_rerun_continues(tmp_path, mni):
+    image, label = mni
+    model = train_tiny(tmp_path)
+    for k in range(4):
+        affine = image.affine.copy()
+        affine[:3, 3] = (image.affine @ [0, 0, 36 + k, 1])[:3]
+        write_nifti(MedicalImage(image.array[..., 36 + k], affine, {"modality": "MR"}), tmp_path / "in" / f"s{k}.nii")
+        write_nifti(MedicalImage(label.array[..., 36 + k].astype(np.uint8), affine), tmp_path / "lab" / f"s{k}.nii")
+    command = [sys.executable, "-m", "medsynth", "augment", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
+               str(model), "--labels", str(tmp_path / "lab"), "--per-image", "12", "--device", "cpu"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "out" / "manifest.csv").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "running the same command again continues" in stderr.strip().splitlines()[-1]
+    finished = subprocess.run(command, capture_output=True, text=True)
+    assert finished.returncode == 0 and "already done" in finished.stderr
+    assert len(list((tmp_path / "out" / "images").iterdir())) == 48
