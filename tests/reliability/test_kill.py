@@ -1,8 +1,9 @@
 """SIGKILL at random moments: training resumes to the same weights, augment completes its set exactly.
 
-Each kill lands at a random time after start-up (reading data, building the model, stepping,
-writing a checkpoint or an output file). ``MEDSYNTH_KILLS`` sets how many kills (default 4 in
-CI); docs/reliability.md has the figures of a long run.
+Each kill lands a random moment after the command has logged 1-15 more steps (train) or
+outputs (augment) than before: while it steps, writes a checkpoint or writes an output file.
+``MEDSYNTH_KILLS`` sets how many kills (default 4 in CI); docs/reliability.md has the figures of a
+long run.
 """
 
 from __future__ import annotations
@@ -30,22 +31,34 @@ from tests.training.test_trainer import TINY_MODEL, TINY_TRAIN
 KILLS = int(os.environ.get("MEDSYNTH_KILLS", 4))
 
 
-def kill_at_random(command: list[str], rng: random.Random, low: float, high: float) -> int | None:
-    """Run ``command``; SIGKILL it after a random delay in [low, high] s unless it ends first."""
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def rows(path: Path) -> int:
+    """Data rows of a CSV file that may be missing or half-written."""
     try:
-        process.wait(timeout=rng.uniform(low, high))
+        return max(0, len(path.read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def kill_during_work(command: list[str], progress: Path, rng: random.Random) -> int | None:
+    """Run ``command``; SIGKILL it a random moment after ``progress`` (a CSV log) has gained 1-15 rows,
+    so that kills land while it works, however fast the machine. Returns the exit code if it ended first."""
+    target = rows(progress) + rng.randint(1, 15)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while process.poll() is None and rows(progress) < target and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(rng.uniform(0.0, 0.05))
+    if process.poll() is not None:
         return process.returncode
-    except subprocess.TimeoutExpired:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-        return None
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return None
 
 
 def test_training_killed_at_random_resumes_to_the_uninterrupted_weights(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"job": {"name": "denoise"}, "data": {"patch_size": [16, 16]}, "model": TINY_MODEL,
-                                      "train": {**TINY_TRAIN, "steps": 40, "checkpoint_every": 3, "log_every": 1}}))
+                                      "train": {**TINY_TRAIN, "steps": 120, "checkpoint_every": 3, "log_every": 1}}))
     reference = Trainer(load_experiment(config), tmp_path / "reference", device="cpu", progress=False).fit()
     run = tmp_path / "run"
     rng = random.Random(0)
@@ -53,7 +66,7 @@ def test_training_killed_at_random_resumes_to_the_uninterrupted_weights(tmp_path
     for _ in range(KILLS + 20):
         resume = ["--resume"] if (run / "config.yaml").exists() else []
         command = [sys.executable, "-m", "medsynth", "train", str(config), "--out", str(run), "--device", "cpu"]
-        code = kill_at_random(command + resume, rng, 2.0, 9.0) if kills < KILLS else \
+        code = kill_during_work(command + resume, run / "log.csv", rng) if kills < KILLS else \
             subprocess.run(command + resume, capture_output=True).returncode
         if code is None:
             kills += 1
@@ -63,13 +76,13 @@ def test_training_killed_at_random_resumes_to_the_uninterrupted_weights(tmp_path
         assert code == 0
         break
     assert kills == KILLS
-    final = load_file(run / "checkpoints" / "step_0000040" / "model.safetensors")
-    expected = load_file(tmp_path / "reference" / "checkpoints" / "step_0000040" / "model.safetensors")
+    final = load_file(run / "checkpoints" / "step_0000120" / "model.safetensors")
+    expected = load_file(tmp_path / "reference" / "checkpoints" / "step_0000120" / "model.safetensors")
     assert all(torch.equal(final[k], expected[k]) for k in expected)
-    assert reference["steps"] == 40
+    assert reference["steps"] == 120
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporaries left
     with open(run / "log.csv", newline="") as handle:
-        assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 41))
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 121))
 
 
 def test_augment_killed_at_random_completes_exactly_its_set(tmp_path, mni):
@@ -87,7 +100,7 @@ def test_augment_killed_at_random_completes_exactly_its_set(tmp_path, mni):
     rng = random.Random(1)
     out = tmp_path / "out"
     for _ in range(KILLS):
-        kill_at_random(base + [str(out)] + options, rng, 2.0, 7.0)
+        kill_during_work(base + [str(out)] + options, out / "manifest.csv", rng)
     finished = subprocess.run(base + [str(out)] + options, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     with open(out / "manifest.csv", newline="") as handle:
