@@ -29,6 +29,7 @@ from tests.synthesis.test_augment import train_tiny
 from tests.training.test_trainer import TINY_MODEL, TINY_TRAIN
 
 KILLS = int(os.environ.get("MEDSYNTH_KILLS", 4))
+STEPS = 30 * KILLS  # enough work that every kill lands before the run can finish
 
 
 def rows(path: Path) -> int:
@@ -58,7 +59,7 @@ def kill_during_work(command: list[str], progress: Path, rng: random.Random) -> 
 def test_training_killed_at_random_resumes_to_the_uninterrupted_weights(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump({"job": {"name": "denoise"}, "data": {"patch_size": [16, 16]}, "model": TINY_MODEL,
-                                      "train": {**TINY_TRAIN, "steps": 120, "checkpoint_every": 3, "log_every": 1}}))
+                                      "train": {**TINY_TRAIN, "steps": STEPS, "checkpoint_every": 3, "log_every": 1}}))
     reference = Trainer(load_experiment(config), tmp_path / "reference", device="cpu", progress=False).fit()
     run = tmp_path / "run"
     rng = random.Random(0)
@@ -76,13 +77,13 @@ def test_training_killed_at_random_resumes_to_the_uninterrupted_weights(tmp_path
         assert code == 0
         break
     assert kills == KILLS
-    final = load_file(run / "checkpoints" / "step_0000120" / "model.safetensors")
-    expected = load_file(tmp_path / "reference" / "checkpoints" / "step_0000120" / "model.safetensors")
+    final = load_file(run / "checkpoints" / f"step_{STEPS:07d}" / "model.safetensors")
+    expected = load_file(tmp_path / "reference" / "checkpoints" / f"step_{STEPS:07d}" / "model.safetensors")
     assert all(torch.equal(final[k], expected[k]) for k in expected)
-    assert reference["steps"] == 120
+    assert reference["steps"] == STEPS
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]  # no temporaries left
     with open(run / "log.csv", newline="") as handle:
-        assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, 121))
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == list(range(1, STEPS + 1))
 
 
 def test_augment_killed_at_random_completes_exactly_its_set(tmp_path, mni):
