@@ -138,7 +138,10 @@ def remove_leftovers(folder: str | os.PathLike) -> int:
     """Delete ``atomic_path`` temporaries that a killed process left in ``folder``; returns how many."""
     leftovers = [p for p in Path(folder).glob(".*") if is_leftover(p)] if Path(folder).is_dir() else []
     for path in leftovers:
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return len(leftovers)
 
 
