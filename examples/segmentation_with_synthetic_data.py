@@ -27,8 +27,6 @@ import numpy as np
 import torch
 from monai.data import DataLoader, load_decathlon_datalist
 from monai.losses import DiceCELoss
-from monai.metrics import DiceMetric
-from monai.networks.nets import UNet
 from monai.transforms import Compose, EnsureChannelFirstd, RandSpatialCropd, SpatialPadd
 
 from medsynth.data.samples import mni152
@@ -36,14 +34,16 @@ from medsynth.io import MedicalImage, write_nifti
 from medsynth.io.files import write_datalist
 from medsynth.synthesis import SyntheticMixDataset, augment
 from medsynth.training import Trainer, load_experiment
+from medsynth.validation import ImageSet
+from medsynth.validation.utility import held_out_dice, segmentation_network
 
 HOLDOUT = (0.45, 0.6)
 CLASSES = ("grey matter", "white matter")
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "generate_2d_gan.yaml"
 
 
-def write_slices(out: Path, real_slices: int) -> tuple[list[dict], list[tuple[np.ndarray, np.ndarray]]]:
-    """Real training slices as 2D NIfTI files (+ datalist); held-out slices as arrays."""
+def write_slices(out: Path, real_slices: int) -> tuple[list[dict], ImageSet]:
+    """Real training slices as 2D NIfTI files (+ datalist); held-out slices (normalised) as an ImageSet."""
     image, label = mni152()
     depth = image.array.shape[-1]
     start, stop = round(HOLDOUT[0] * depth), round(HOLDOUT[1] * depth)
@@ -57,7 +57,9 @@ def write_slices(out: Path, real_slices: int) -> tuple[list[dict], list[tuple[np
         write_nifti(MedicalImage(label.array[..., z], affine), out / "labels" / f"z{z:03d}.nii.gz", dtype=np.uint8)
         entries.append({"image": f"images/z{z:03d}.nii.gz", "label": f"labels/z{z:03d}.nii.gz"})
     write_datalist(out, entries, "real MNI152 training slices")
-    held = [(image.array[..., z], label.array[..., z]) for z in range(start, stop)]
+    held = ImageSet(torch.stack([torch.as_tensor(_normalise(image.array[..., z]))[None] for z in range(start, stop)]),
+                    torch.stack([torch.as_tensor(label.array[..., z]).long()[None] for z in range(start, stop)]),
+                    [f"z{z:03d}" for z in range(start, stop)])
     return load_decathlon_datalist(out / "dataset.json", data_list_key="training", base_dir=out), held
 
 
@@ -70,12 +72,11 @@ def train_generator(real: Path, out: Path) -> Path:
     return out
 
 
-def train_and_score(dataset, held: list[tuple[np.ndarray, np.ndarray]], steps: int, seed: int) -> np.ndarray:
+def train_and_score(dataset, held: ImageSet, steps: int, seed: int) -> np.ndarray:
     """Train a MONAI UNet for ``steps`` steps; Dice per class (GM, WM) on the held-out slices."""
     torch.manual_seed(seed)
     dataset.transform.set_random_state(seed)
-    network = UNet(spatial_dims=2, in_channels=1, out_channels=3, channels=(16, 32, 64, 128), strides=(2, 2, 2),
-                   num_res_units=1)
+    network = segmentation_network(spatial_dims=2, num_classes=3)
     optimizer = torch.optim.Adam(network.parameters(), lr=2e-3)
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     loader = DataLoader(dataset, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(seed))
@@ -89,17 +90,7 @@ def train_and_score(dataset, held: list[tuple[np.ndarray, np.ndarray]], steps: i
             step += 1
             if step == steps:
                 break
-    network.eval()
-    metric = DiceMetric(include_background=False, reduction="mean_batch")
-    with torch.no_grad():
-        for image, label in held:
-            x = torch.as_tensor(_normalise(image))[None, None]
-            pad = [(-s) % 8 for s in x.shape[2:]]
-            logits = network(torch.nn.functional.pad(x, (0, pad[1], 0, pad[0]), mode="replicate"))
-            prediction = logits.argmax(1)[:, : image.shape[0], : image.shape[1]]
-            one_hot = lambda t: torch.nn.functional.one_hot(t.long(), 3).permute(0, 3, 1, 2)  # noqa: E731
-            metric(one_hot(prediction), one_hot(torch.as_tensor(label)[None]))
-    return metric.aggregate().numpy()
+    return held_out_dice(network, held, num_classes=3)
 
 
 def _normalise(image: np.ndarray) -> np.ndarray:

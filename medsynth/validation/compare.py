@@ -45,6 +45,7 @@ from medsynth.validation.realism import (
     ImageSet,
     common_shape,
     diversity,
+    foreground_slices,
     memorization_check,
     realism_metrics,
     stack_images,
@@ -145,12 +146,10 @@ def _slices(experiment: ExperimentConfig, min_foreground: float) -> tuple[ImageS
     def cut(parts: list) -> tuple[list, list, list]:
         images, labels, names = [], [], []
         for part in parts:
-            for index in range(part.image.shape[1 + axis]):
-                label = part.label[0].select(axis, index)
-                if (label > 0).float().mean() >= min_foreground:
-                    images.append(part.image[0].select(axis, index))
-                    labels.append(label)
-                    names.append(f"{part.name}:{index}")
+            for index in foreground_slices(part.image[0], part.label[0], axis, min_foreground):
+                images.append(part.image[0].select(axis, index))
+                labels.append(part.label[0].select(axis, index))
+                names.append(f"{part.name}:{index}")
         return images, labels, names
 
     train, held = cut(train_parts), cut(held_parts)

@@ -11,16 +11,15 @@ from medsynth.errors import MedsynthError
 from medsynth.training import RunDirectory
 from medsynth.training.dataset import load_volumes, split_holdout
 from medsynth.validation.metrics import memorization
-from medsynth.validation.realism import common_shape, stack_images
+from medsynth.validation.realism import common_shape, foreground_slices, stack_images
 
 #: slices whose foreground covers less than this are not compared (near-empty slices all look alike)
 MIN_FOREGROUND = 0.1
 
 
 def _slices(volume: np.ndarray, axis: int, label: np.ndarray | None = None) -> list[np.ndarray]:
-    """2D slices along ``axis`` with enough foreground (label > 0, else intensity > 0.05)."""
-    mask = (label > 0) if label is not None else (volume > 0.05)
-    return [volume.take(k, axis) for k in range(volume.shape[axis]) if mask.take(k, axis).mean() >= MIN_FOREGROUND]
+    """2D slices along ``axis`` with enough foreground to compare."""
+    return [volume.take(k, axis) for k in foreground_slices(volume, label, axis, MIN_FOREGROUND)]
 
 
 def near_copy_check(run_dir: str | os.PathLike, threshold: float = 0.5):

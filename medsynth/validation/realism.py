@@ -47,6 +47,14 @@ class ImageSet:
                         [self.names[i] for i in indices])
 
 
+def foreground_slices(image: torch.Tensor | np.ndarray, label: torch.Tensor | np.ndarray | None, axis: int,
+                      min_foreground: float) -> list[int]:
+    """Indices along ``axis`` of the slices of a volume whose foreground (label > 0, else intensity > 0.05)
+    covers at least ``min_foreground`` of the slice."""
+    mask = np.asarray(label > 0) if label is not None else np.asarray(image > 0.05)
+    return [k for k in range(mask.shape[axis]) if mask.take(k, axis).mean() >= min_foreground]
+
+
 def common_shape(arrays: list[torch.Tensor | np.ndarray]) -> tuple[int, ...]:
     """The most frequent spatial shape among ``arrays`` (each ``(*spatial)``)."""
     return Counter(tuple(a.shape) for a in arrays).most_common(1)[0][0]

@@ -45,6 +45,29 @@ def _crop_batch(sets: list[ImageSet], picks: list[tuple[int, int]], patch: tuple
     return torch.stack(images), torch.stack(labels)
 
 
+def segmentation_network(spatial_dims: int, num_classes: int) -> UNet:
+    """The segmentation network of the utility experiment (and of examples/segmentation_with_synthetic_data.py)."""
+    return UNet(spatial_dims=spatial_dims, in_channels=1, out_channels=num_classes, channels=(16, 32, 64, 128),
+                strides=(2, 2, 2), num_res_units=1)
+
+
+@torch.no_grad()
+def held_out_dice(network: torch.nn.Module, held: ImageSet, num_classes: int) -> np.ndarray:
+    """Dice per foreground class of ``network``'s predictions on every ``held`` image together
+    (images padded to a multiple of 8 for the UNet, predictions cropped back)."""
+    network.eval()
+    device = next(network.parameters()).device
+    metric = DiceMetric(include_background=False, reduction="mean_batch")
+    spatial = held.images.shape[2:]
+    pad = [p for s in reversed(spatial) for p in (0, (-s) % 8)]
+    for start in range(0, len(held), 8):
+        x = F.pad(held.images[start:start + 8], pad).to(device)
+        prediction = network(x).argmax(1)[(slice(None),) + tuple(slice(0, s) for s in spatial)]
+        one_hot = lambda t: F.one_hot(t.long(), num_classes).movedim(-1, 1)  # noqa: E731
+        metric(one_hot(prediction.cpu()), one_hot(held.labels[start:start + 8, 0]))
+    return metric.aggregate().numpy()
+
+
 def train_and_score(real: ImageSet, held: ImageSet, synthetic: ImageSet | None, *, num_classes: int, steps: int,
                     seed: int, ratio: float = 0.5, batch_size: int = 8,
                     device: str | torch.device = "cpu") -> np.ndarray:
@@ -55,8 +78,7 @@ def train_and_score(real: ImageSet, held: ImageSet, synthetic: ImageSet | None, 
     patch = tuple(max(8, min(side, s - s % 8)) for s in real.images.shape[2:])
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    network = UNet(spatial_dims=spatial_dims, in_channels=1, out_channels=num_classes, channels=(16, 32, 64, 128),
-                   strides=(2, 2, 2), num_res_units=1).to(device)
+    network = segmentation_network(spatial_dims, num_classes).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=2e-3)
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
     sets = [real] + ([synthetic] if synthetic is not None and len(synthetic) else [])
@@ -70,17 +92,7 @@ def train_and_score(real: ImageSet, held: ImageSet, synthetic: ImageSet | None, 
         loss = loss_function(network(images.to(device)), labels.to(device))
         loss.backward()
         optimizer.step()
-    network.eval()
-    metric = DiceMetric(include_background=False, reduction="mean_batch")
-    with torch.no_grad():
-        spatial = held.images.shape[2:]
-        pad = [p for s in reversed(spatial) for p in (0, (-s) % 8)]
-        for start in range(0, len(held), 8):
-            x = F.pad(held.images[start:start + 8], pad).to(device)
-            prediction = network(x).argmax(1)[(slice(None),) + tuple(slice(0, s) for s in spatial)]
-            one_hot = lambda t: F.one_hot(t.long(), num_classes).movedim(-1, 1)  # noqa: E731
-            metric(one_hot(prediction.cpu()), one_hot(held.labels[start:start + 8, 0]))
-    return metric.aggregate().numpy()
+    return held_out_dice(network, held, num_classes)
 
 
 def segmentation_utility(train: ImageSet, held: ImageSet, synthetic: dict[str, tuple[ImageSet, list[int]]], *,

@@ -27,6 +27,7 @@ from medsynth.validation.realism import (
     ImageSet,
     common_shape,
     diversity,
+    foreground_slices,
     memorization_check,
     realism_metrics,
     stack_images,
@@ -50,14 +51,12 @@ def load_image_set(folder: str | os.PathLike, labels: str | os.PathLike | None =
             names.append(volume.name)
             continue
         depth = volume.image.shape[1 + slice_axis]
-        for index in range(depth):
-            image = volume.image[0].select(slice_axis, index)
-            label = None if volume.label is None else volume.label[0].select(slice_axis, index)
-            foreground = (label > 0) if label is not None else (image > 0.05)
-            if depth == 1 or foreground.float().mean() >= min_foreground:
-                images.append(image)
-                maps.append(label)
-                names.append(f"{volume.name}:{index}" if depth > 1 else volume.name)
+        label = None if volume.label is None else volume.label[0]
+        indices = [0] if depth == 1 else foreground_slices(volume.image[0], label, slice_axis, min_foreground)
+        for index in indices:
+            images.append(volume.image[0].select(slice_axis, index))
+            maps.append(None if label is None else label.select(slice_axis, index))
+            names.append(f"{volume.name}:{index}" if depth > 1 else volume.name)
     if len(images) < 2:
         raise MedsynthError(f"{folder}: {len(images)} usable {'slices' if spatial_dims == 2 else 'volumes'} "
                             f"(foreground >= {min_foreground}); the metrics need at least 2")

@@ -10,11 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 
-from medsynth.io import MedicalImage, write_nifti
 from medsynth.training import RunDirectory
+from tests.reliability import write_axial_slices
 from tests.synthesis.test_augment import train_tiny
 from tests.training.test_trainer import TINY_MODEL, TINY_TRAIN
 
@@ -53,13 +52,8 @@ def test_checkpoint_on_a_full_disk_fails_cleanly_and_resumes(tmp_path):
 
 
 def test_augment_on_a_full_disk_fails_cleanly_and_completes_later(tmp_path, mni):
-    image, label = mni
     model = train_tiny(tmp_path)
-    for k in range(3):
-        affine = image.affine.copy()
-        affine[:3, 3] = (image.affine @ [0, 0, 40 + k, 1])[:3]
-        write_nifti(MedicalImage(image.array[..., 40 + k], affine, {"modality": "MR"}), tmp_path / "in" / f"s{k}.nii")
-        write_nifti(MedicalImage(label.array[..., 40 + k].astype(np.uint8), affine), tmp_path / "lab" / f"s{k}.nii")
+    write_axial_slices(tmp_path, mni, [40, 41, 42])
     out = tmp_path / "out"
     command = [sys.executable, "-m", "medsynth", "augment", str(tmp_path / "in"), str(out), "--model", str(model),
                "--labels", str(tmp_path / "lab"), "--per-image", "2", "--device", "cpu"]

@@ -23,8 +23,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from medsynth.io import MedicalImage, write_nifti
 from medsynth.training import RunDirectory, Trainer, load_experiment
+from tests.reliability import write_axial_slices
 from tests.synthesis.test_augment import train_tiny
 from tests.training.test_trainer import TINY_MODEL, TINY_TRAIN
 
@@ -87,16 +87,10 @@ def test_training_killed_at_random_resumes_to_the_uninterrupted_weights(tmp_path
 
 
 def test_augment_killed_at_random_completes_exactly_its_set(tmp_path, mni):
-    image, label = mni
     model = train_tiny(tmp_path)
-    for k in range(6):
-        z = 30 + 6 * k
-        affine = image.affine.copy()
-        affine[:3, 3] = (image.affine @ [0, 0, z, 1])[:3]
-        write_nifti(MedicalImage(image.array[..., z], affine, {"modality": "MR"}), tmp_path / "in" / f"s{k}.nii.gz")
-        write_nifti(MedicalImage(label.array[..., z].astype(np.uint8), affine), tmp_path / "labels" / f"s{k}.nii.gz")
+    write_axial_slices(tmp_path, mni, [30 + 6 * k for k in range(6)], suffix=".nii.gz")
     base = [sys.executable, "-m", "medsynth", "augment", str(tmp_path / "in")]
-    options = ["--model", str(model), "--labels", str(tmp_path / "labels"), "--per-image", "3", "--device", "cpu"]
+    options = ["--model", str(model), "--labels", str(tmp_path / "lab"), "--per-image", "3", "--device", "cpu"]
     assert subprocess.run(base + [str(tmp_path / "reference")] + options, capture_output=True).returncode == 0
     rng = random.Random(1)
     out = tmp_path / "out"
@@ -116,13 +110,8 @@ def test_augment_killed_at_random_completes_exactly_its_set(tmp_path, mni):
 
 
 def test_ctrl_c_in_augment_stops_cleanly_and_a_rerun_continues(tmp_path, mni):
-    image, label = mni
     model = train_tiny(tmp_path)
-    for k in range(4):
-        affine = image.affine.copy()
-        affine[:3, 3] = (image.affine @ [0, 0, 36 + k, 1])[:3]
-        write_nifti(MedicalImage(image.array[..., 36 + k], affine, {"modality": "MR"}), tmp_path / "in" / f"s{k}.nii")
-        write_nifti(MedicalImage(label.array[..., 36 + k].astype(np.uint8), affine), tmp_path / "lab" / f"s{k}.nii")
+    write_axial_slices(tmp_path, mni, [36, 37, 38, 39])
     command = [sys.executable, "-m", "medsynth", "augment", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
                str(model), "--labels", str(tmp_path / "lab"), "--per-image", "12", "--device", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

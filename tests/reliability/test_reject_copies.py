@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from medsynth.errors import MedsynthError
-from medsynth.io import MedicalImage, write_nifti
 from medsynth.training import RunDirectory
 from medsynth.training.dataset import load_volumes, split_holdout
 from medsynth.validation.copies import near_copy_check
 from tests.cli.test_cli import run
+from tests.reliability import write_axial_slices
 from tests.synthesis.test_augment import train_tiny
 
 
@@ -33,12 +33,7 @@ def test_a_training_slice_is_flagged_and_noise_is_not(model):
 
 
 def test_augment_rejects_what_the_check_flags_and_records_it(model, tmp_path, mni):
-    image, label = mni
-    for k in range(2):
-        affine = image.affine.copy()
-        affine[:3, 3] = (image.affine @ [0, 0, 40 + k, 1])[:3]
-        write_nifti(MedicalImage(image.array[..., 40 + k], affine, {"modality": "MR"}), tmp_path / "in" / f"s{k}.nii")
-        write_nifti(MedicalImage(label.array[..., 40 + k].astype(np.uint8), affine), tmp_path / "lab" / f"s{k}.nii")
+    write_axial_slices(tmp_path, mni, [40, 41])
     args = ["augment", tmp_path / "in", tmp_path / "out", "--model", model, "--labels", tmp_path / "lab",
             "--per-image", 2, "--device", "cpu", "--reject-copies"]
     everything = run(*args, "--copy-threshold", 1e9)  # every output counts as a copy
