@@ -19,23 +19,38 @@ class StepContext:
             saved in checkpoints so that a resumed run repeats the same draws.
         device: device of the networks and the batch.
         autocast: context manager factory for mixed precision (a no-op on CPU).
-        optimize: ``optimize(group, loss) -> grad_norm``: backward, unscale, clip, step and
-            zero the gradients of one parameter group.
+        optimize: ``optimize(group, loss) -> grad_norm``: backward, unscale, (average over
+            ranks,) clip, step and zero the gradients of one parameter group.
+        rank, world_size: this process among the data-parallel ones (``torchrun``).
+
+    Draws are per sample: the first axis of ``shape`` is the batch.
     """
 
     generator: torch.Generator
     device: torch.device
     autocast: Callable[[], object]
     optimize: Callable[[str, torch.Tensor], float]
+    rank: int = 0
+    world_size: int = 1
+
+    def _draw(self, draw: Callable[..., torch.Tensor], shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
+        """A per-sample draw (first axis: the batch). With several ranks, the draw is made for the
+        global batch (every rank's generator is in the same state) and this rank keeps its rows,
+        so K ranks with batch B see the noise one process with batch K * B would."""
+        if self.world_size == 1 or not len(shape):
+            return draw(tuple(shape)).to(self.device)
+        rows = shape[0]
+        full = draw((rows * self.world_size, *shape[1:]))
+        return full[self.rank * rows:(self.rank + 1) * rows].to(self.device)
 
     def randn(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-        return torch.randn(shape, generator=self.generator).to(self.device)
+        return self._draw(lambda s: torch.randn(s, generator=self.generator), shape)
 
     def rand(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-        return torch.rand(shape, generator=self.generator).to(self.device)
+        return self._draw(lambda s: torch.rand(s, generator=self.generator), shape)
 
     def randint(self, high: int, shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.randint(0, high, shape, generator=self.generator).to(self.device)
+        return self._draw(lambda s: torch.randint(0, high, s, generator=self.generator), shape)
 
 
 @dataclass(frozen=True)

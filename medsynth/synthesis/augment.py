@@ -43,9 +43,9 @@ from medsynth.synthesis.apply import (
     to_model_space,
     to_ras,
 )
-from medsynth.synthesis.distributed import Ranks
 from medsynth.synthesis.labels import deform_label
 from medsynth.synthesis.outputs import OutputRecord
+from medsynth.training.distributed import Ranks
 
 log = logging.getLogger("medsynth")
 
@@ -168,7 +168,10 @@ def augment(
     if rejected.count:
         log.warning("%d outputs were near-copies of training images and were not written (%s)", rejected.count,
                     rejected.path)
-    ranks.merge(record)
+    ranks.barrier()  # every rank's part is written; rank 0 folds them into the manifest and datalist
+    if ranks.is_main:
+        record.merge_parts()
+    ranks.barrier()
     return output_dir / "dataset.json"
 
 

@@ -1,5 +1,5 @@
 """One trainer for every family: AdamW + warmup/cosine LR, gradient clipping, EMA, AMP on CUDA,
-atomic checkpoints, bit-for-bit resume on CPU, CSV log and sample grids.
+atomic checkpoints, bit-for-bit resume on CPU, CSV log and sample grids, data parallel under ``torchrun``.
 
 The family only says how one optimisation step works (``training_step``) and how to sample;
 the trainer never asks which family it holds.
@@ -27,6 +27,7 @@ from medsynth.errors import MedsynthError
 from medsynth.io.files import is_leftover, remove_leftovers
 from medsynth.models import StepContext, Synthesizer, build_synthesizer
 from medsynth.training.dataset import PatchSampler, Volume, make_condition, training_sources
+from medsynth.training.distributed import Ranks
 from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
 from medsynth.training.run_dir import RunDirectory
 
@@ -139,13 +140,22 @@ class Trainer:
         device: ``auto``, ``cpu`` or ``cuda``.
         resume: continue from the run's latest checkpoint.
         progress: show a progress bar.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the run is data parallel: ``train.batch_size`` is per
+    process, every rank draws the same global batch and trains on its share, gradients are
+    averaged over the ranks, and rank 0 alone writes the run directory. K processes with batch
+    B follow the loss trajectory of one process with batch K * B. The run directory must be on a
+    filesystem every rank sees (for ``--resume``).
     """
 
     def __init__(self, config: ExperimentConfig, run_dir: str | Path, device: str = "auto", resume: bool = False,
                  progress: bool = True) -> None:
         self.run = RunDirectory(run_dir)
         self.device = resolve_device(device)
-        self.progress = progress
+        self.ranks = Ranks.from_environment("nccl" if self.device.type == "cuda" else "gloo")
+        if self.ranks.world_size > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.ranks.local_rank)
+        self.progress = progress and self.ranks.is_main
         if resume:
             saved = self.run.read_config()
             requested = experiment_to_dict(config)
@@ -160,6 +170,7 @@ class Trainer:
         elif self.run.exists() or (self.run.path.exists() and any(not is_leftover(p) for p in self.run.path.iterdir())):
             raise MedsynthError(f"{self.run.path}: run directory exists and is not empty; use --resume to continue "
                                 "it or choose another --out")
+        self.ranks.barrier()  # every rank has checked the run directory before rank 0 writes to it
         self.config = config
         self.resume = resume
 
@@ -171,6 +182,7 @@ class Trainer:
         self.scaling = train_volumes[0].scaling
         self.model: Synthesizer = build_synthesizer(config.family, config.spatial_dims,
                                                     config.job.condition_channels, config.model).to(self.device)
+        self.ranks.broadcast_module(self.model)  # equal already (same seed); made certain, as DDP does
         self.optimizers = {
             name: torch.optim.AdamW(group["params"], lr=config.train.lr * group.get("lr_scale", 1.0),
                                     betas=group.get("betas", (0.9, 0.999)), weight_decay=config.train.weight_decay)
@@ -218,8 +230,9 @@ class Trainer:
     def _optimize(self, group: str, loss: torch.Tensor) -> float:
         optimizer, scaler = self.optimizers[group], self.scalers[group]
         scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
         params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.ranks.average_gradients(params)
+        scaler.unscale_(optimizer)
         limit = self.config.train.grad_clip or float("inf")
         norm = torch.nn.utils.clip_grad_norm_(params, limit)
         scaler.step(optimizer)
@@ -259,25 +272,32 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train to ``train.steps``; returns (and saves as ``summary.json``) timing and memory figures."""
         self._build()
-        for folder in (self.run.path, self.run.checkpoints):  # temporaries of a killed earlier process
-            remove_leftovers(folder)
+        main = self.ranks.is_main
+        if main:
+            for folder in (self.run.path, self.run.checkpoints):  # temporaries of a killed earlier process
+                remove_leftovers(folder)
         train = self.config.train
         start_step, elapsed_before = 0, 0.0
         if self.resume and self.run.latest_checkpoint() is not None:
             start_step, elapsed_before = self._restore()
-            self.run.truncate_log(start_step)
+            if main:
+                self.run.truncate_log(start_step)
             log.info("resuming %s at step %d", self.run.path, start_step)
-        else:
+        elif main:
             self.run.write_config(self.config)
-        context = StepContext(self.generator, self.device, self._autocast, self._optimize)
+        ranks = self.ranks
+        context = StepContext(self.generator, self.device, self._autocast, self._optimize, ranks.rank,
+                              ranks.world_size)
+        share = ranks.share(train.batch_size)
         began = time.perf_counter()
         bar = tqdm(range(start_step, train.steps), initial=start_step, total=train.steps, desc="train",
                    unit="step", disable=not self.progress or None, dynamic_ncols=True)
         with _stop_on_interrupt() as stop:
             try:
                 for step in bar:
-                    batch = {k: v.to(self.device) for k, v in self._batch(self.sampler, train.batch_size,
-                                                                          self.generator).items()}
+                    # the global batch is drawn on every rank (same generator state); each trains on its share
+                    batch = self._batch(self.sampler, train.batch_size * ranks.world_size, self.generator)
+                    batch = {k: v[share].to(self.device) for k, v in batch.items()}
                     self.model.train()
                     losses = self.model.training_step(batch, context)
                     for scheduler in self.schedulers.values():
@@ -286,17 +306,21 @@ class Trainer:
                     done = step + 1
                     seconds = elapsed_before + time.perf_counter() - began
                     if done % train.log_every == 0 or done == train.steps:
+                        losses = ranks.mean(losses)
                         lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
-                        self.run.append_log({"step": done, **losses, "lr": lr, "seconds": round(seconds, 3)})
+                        if main:
+                            self.run.append_log({"step": done, **losses, "lr": lr, "seconds": round(seconds, 3)})
                         bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items() if "loss" in k})
                     saved = done % train.checkpoint_every == 0 or done == train.steps
-                    if saved:
+                    if saved and main:
                         self._save(done, seconds)
-                    if done % train.sample_every == 0 or done == train.steps:
+                    if (done % train.sample_every == 0 or done == train.steps) and main:
                         self.save_sample_grid(done)
-                    if stop.requested:  # checked last: Ctrl-C may arrive during the sample grid
-                        if not saved:
+                    # checked last: Ctrl-C may arrive during the sample grid; one rank's request stops all
+                    if ranks.any(stop.requested):
+                        if not saved and main:
                             self._save(done, seconds)
+                        ranks.barrier()
                         raise MedsynthError(f"interrupted; checkpoint saved at step {done} in {self.run.path}; "
                                             "continue with the same command and --resume")
             finally:
@@ -311,9 +335,12 @@ class Trainer:
             "steps_per_second": round(trained / wall, 4) if wall > 0 and trained else None,
             "peak_memory_mb": round(peak_memory_mb(self.device), 1),
             "device": str(self.device),
+            "processes": ranks.world_size,
             "parameters": sum(p.numel() for p in self.model.parameters()),
         }
-        self.run.write_summary(summary)
+        if main:
+            self.run.write_summary(summary)
+        ranks.barrier()  # no rank returns (or exits) before the last checkpoint is written
         return summary
 
     @torch.no_grad()
