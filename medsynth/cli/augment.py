@@ -33,7 +33,8 @@ def augment(
     steps: Annotated[Optional[int], typer.Option(  # noqa: UP045
         "--steps", help=f"Sampling steps (default: the model's). {SAMPLING_HELP}.")] = None,
     sampler: Annotated[Optional[str], typer.Option(  # noqa: UP045
-        "--sampler", help=f"ddim (default, few steps) or ddpm (reference, all steps). {SAMPLING_HELP}.")] = None,
+        "--sampler", help=f"ddim (default, few steps), dpm_solver (second order: as good in fewer steps) or ddpm "
+                          f"(reference, all steps). {SAMPLING_HELP}.")] = None,
     strength: Annotated[Optional[float], typer.Option(  # noqa: UP045
         "--strength", help="Variations of each real image instead of new ones: noise it to this fraction of the "
                            "diffusion schedule, in (0, 1], and denoise (diffusion models only).")] = None,

@@ -18,7 +18,8 @@ Model = Annotated[Path, typer.Option("--model", help="Run directory of a model t
 Steps = Annotated[Optional[int], typer.Option(  # noqa: UP045 (typer needs Optional on Python 3.10)
     "--steps", help=f"Sampling steps (default: the model's). {SAMPLING_HELP}.")]
 Sampler = Annotated[Optional[str], typer.Option(  # noqa: UP045
-    "--sampler", help=f"ddim (default) or ddpm (reference, all steps). {SAMPLING_HELP}.")]
+    "--sampler", help=f"ddim (default), dpm_solver (second order: as good in fewer steps) or ddpm (reference, all "
+                    f"steps). {SAMPLING_HELP}.")]
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the sampling noise: the same seed gives the same files.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="2D slices per network call.")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu or cuda.")]

@@ -77,6 +77,10 @@ class TrainedModel:
             if steps is not None or sampler is not None:
                 log.warning("--steps/--sampler apply to diffusion models; this %s samples in one pass", self.family)
             return {}
+        from medsynth.models.diffusion import SAMPLERS
+
+        if sampler is not None and sampler not in SAMPLERS:
+            raise MedsynthError(f"--sampler {sampler}: unknown sampler (known: {', '.join(SAMPLERS)})")
         options = {}
         if steps is not None:
             options["num_inference_steps"] = steps
