@@ -13,11 +13,13 @@ from medsynth.errors import MedsynthError
 from medsynth.models.base import StepContext, Synthesizer
 from medsynth.models.diffusion import DiffusionConfig, DiffusionSynthesizer
 from medsynth.models.gan import GANConfig, GANSynthesizer
+from medsynth.models.latent import LatentDiffusionConfig, LatentDiffusionSynthesizer
 
 #: family name -> (options dataclass, synthesizer class)
 FAMILIES: dict[str, tuple[type, type]] = {
     "diffusion": (DiffusionConfig, DiffusionSynthesizer),
     "gan": (GANConfig, GANSynthesizer),
+    "latent_diffusion": (LatentDiffusionConfig, LatentDiffusionSynthesizer),
 }
 
 

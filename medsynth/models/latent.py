@@ -1,0 +1,284 @@
+"""The latent diffusion family: MONAI ``AutoencoderKL`` + the diffusion family in its latent space.
+
+Latent diffusion (Rombach et al. 2022; MONAI's MAISI for 3D CT): an autoencoder shrinks the
+image by ``2 ** (len(channels) - 1)`` per axis (4 with three levels: 64x fewer voxels in 3D)
+and a diffusion model learns the latents, so 3D volumes of 128^3 and more are sampled at the
+cost of a 32^3 diffusion model plus one decoder pass.
+
+Both stages train in one run, one model, two optimizers (``autoencoder`` and ``network``):
+
+1. The first ``autoencoder_steps`` steps train the autoencoder: L1 reconstruction plus
+   ``kl_weight`` times the KL divergence of the latent posterior to N(0, I), optionally on random
+   ``ae_patch`` crops of the batch (memory). No perceptual or adversarial loss: those need
+   downloaded weights.
+2. Then the autoencoder is frozen, the latents of the first stage-2 batch fix the scale factor
+   (1 / std, so the diffused latents have unit variance, as in MONAI's ``LatentDiffusionInferer``),
+   and the rest of the run trains a :class:`~medsynth.models.diffusion.DiffusionSynthesizer` on
+   scaled latents; its condition is the condition average-pooled to the latent grid (label
+   fractions for ``generate``).
+
+The step counter and the scale factor are buffers: they are in the checkpoints, so a resumed
+run continues in the right stage with the same scale.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+from torch import nn
+
+from medsynth.models.base import GridPadding, StepContext
+from medsynth.models.diffusion import DiffusionConfig, DiffusionSynthesizer, Sampler
+
+NAN = float("nan")
+#: the keys of every training step's losses (log.csv has fixed columns); the idle stage's are nan
+LOSS_KEYS = ("loss_ae", "loss_reconstruction", "loss_kl", "grad_norm_ae", "loss", "grad_norm")
+
+
+@dataclass
+class LatentDiffusionConfig:
+    """Options of the latent diffusion family (the ``model:`` section of a config).
+
+    The autoencoder's options are at the top level, the latent diffusion model's under
+    ``diffusion:`` (the diffusion family's keys; its ``residual`` does not apply).
+    """
+
+    channels: tuple[int, ...] = (32, 64, 64)  # autoencoder widths; downsampling factor 2 ** (levels - 1)
+    latent_channels: int = 4
+    num_res_blocks: int = 1
+    norm_num_groups: int = 16
+    kl_weight: float = 1e-6
+    autoencoder_steps: int = 500  # steps of stage 1 (autoencoder); the rest of train.steps train the diffusion
+    ae_patch: tuple[int, ...] | None = None  # random crop of each patch for stage 1 (memory); None: whole patch
+    latent_clip: float = 5.0  # |x0| bound of the sampler in scaled latents (unit std), like [-1, 1] for images
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+
+    @property
+    def factor(self) -> int:
+        """Downsampling factor of the autoencoder per axis."""
+        return 2 ** (len(self.channels) - 1)
+
+    def validate(self) -> None:
+        if len(self.channels) < 2 or any(c < 1 for c in self.channels):
+            raise ValueError(f"channels: needs at least two levels of at least one channel, got {list(self.channels)}")
+        if any(c % self.norm_num_groups for c in self.channels):
+            raise ValueError(f"norm_num_groups: {self.norm_num_groups} must divide every entry of channels")
+        if self.latent_channels < 1 or self.num_res_blocks < 1:
+            raise ValueError("latent_channels and num_res_blocks: must be at least 1")
+        if self.kl_weight < 0:
+            raise ValueError(f"kl_weight: must be non-negative, got {self.kl_weight}")
+        if self.autoencoder_steps < 1:
+            raise ValueError(f"autoencoder_steps: must be at least 1, got {self.autoencoder_steps}")
+        if self.ae_patch is not None and any(p < self.factor or p % self.factor for p in self.ae_patch):
+            raise ValueError(f"ae_patch: every side must be a multiple of the autoencoder's factor {self.factor}, "
+                             f"got {list(self.ae_patch)}")
+        if not self.latent_clip > 0:
+            raise ValueError(f"latent_clip: must be positive, got {self.latent_clip}")
+        if self.diffusion.residual:
+            raise ValueError("diffusion.residual: does not apply to latent diffusion (the condition is not a latent)")
+
+
+class _LatentDiffusion(DiffusionSynthesizer):
+    """The diffusion family on ``latent_channels``-channel latents: the diffused variable is the
+    scaled latent itself (no [0, 1] -> [-1, 1] map), its x0 estimates bounded by ``clip``."""
+
+    def __init__(self, spatial_dims: int, condition_channels: int, config: DiffusionConfig, latent_channels: int,
+                 clip: float) -> None:
+        super().__init__(spatial_dims, condition_channels, config)
+        self.clip = clip
+        self.network = DiffusionModelUNet(
+            spatial_dims=spatial_dims,
+            in_channels=latent_channels + condition_channels,
+            out_channels=latent_channels,
+            channels=config.channels,
+            attention_levels=config.attention_levels,
+            num_res_blocks=config.num_res_blocks,
+            norm_num_groups=config.norm_num_groups,
+            num_head_channels=config.num_head_channels,
+        )
+
+    @property
+    def _bound(self) -> float:
+        return self.clip
+
+    def _to_model(self, image: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        return image
+
+    def _from_model(self, x0: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
+        return x0
+
+
+class LatentDiffusionSynthesizer(nn.Module):
+    """``AutoencoderKL`` + latent diffusion behind the :class:`~medsynth.models.base.Synthesizer` interface.
+
+    Args:
+        spatial_dims: 2 or 3.
+        condition_channels: channels of the condition (0: unconditional).
+        config: autoencoder, schedule and latent diffusion options.
+    """
+
+    family = "latent_diffusion"
+
+    def __init__(self, spatial_dims: int, condition_channels: int, config: LatentDiffusionConfig) -> None:
+        super().__init__()
+        config.validate()
+        if config.ae_patch is not None and len(config.ae_patch) != spatial_dims:
+            raise ValueError(f"model.ae_patch: a {spatial_dims}D model needs {spatial_dims} sides, "
+                             f"got {list(config.ae_patch)}")
+        self.spatial_dims = spatial_dims
+        self.condition_channels = condition_channels
+        self.config = config
+        levels = len(config.channels)
+        self.autoencoder = AutoencoderKL(
+            spatial_dims=spatial_dims, in_channels=1, out_channels=1, channels=config.channels,
+            latent_channels=config.latent_channels, num_res_blocks=config.num_res_blocks,
+            norm_num_groups=config.norm_num_groups, attention_levels=(False,) * levels,
+            with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)  # attention over 32^3 latents: GBs
+        self.diffusion = _LatentDiffusion(spatial_dims, condition_channels, config.diffusion, config.latent_channels,
+                                          config.latent_clip)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken: decides the stage
+        self.register_buffer("scale_factor", torch.ones(()))  # 1 / std of the latents, set at the stage switch
+
+    @property
+    def stage(self) -> str:
+        """``"autoencoder"`` for the first ``autoencoder_steps`` training steps, then ``"diffusion"``."""
+        return "autoencoder" if int(self.steps) < self.config.autoencoder_steps else "diffusion"
+
+    def parameter_groups(self) -> dict[str, dict]:
+        return {"autoencoder": {"params": list(self.autoencoder.parameters())},
+                "network": {"params": list(self.diffusion.network.parameters())}}
+
+    def ema_modules(self) -> dict[str, nn.Module]:
+        # the decoder is not averaged: sampling decodes with the weights the latents were trained on
+        return {"network": self.diffusion.network}
+
+    # training ------------------------------------------------------------------------------------
+    def _crop(self, image: torch.Tensor, context: StepContext) -> torch.Tensor:
+        """A random ``ae_patch`` crop of each sample (corners drawn per sample), or ``image`` itself."""
+        if self.config.ae_patch is None:
+            return image
+        spatial = image.shape[2:]
+        size = [min(p, s - s % self.config.factor) for p, s in zip(self.config.ae_patch, spatial, strict=True)]
+        if list(spatial) == size:
+            return image
+        room = torch.tensor([s - c + 1 for s, c in zip(spatial, size, strict=True)], dtype=torch.float32)
+        corners = (context.rand((image.shape[0], len(size))).cpu() * room).long().tolist()
+        return torch.stack([sample[(slice(None), *(slice(c, c + n) for c, n in zip(corner, size, strict=True)))]
+                            for sample, corner in zip(image, corners, strict=True)])
+
+    def _encode(self, image: torch.Tensor, context: StepContext) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(z, mu, sigma)``: a posterior sample (noise from ``context``), its mean and std."""
+        mu, sigma = self.autoencoder.encode(image)
+        return mu + sigma * context.randn(mu.shape), mu, sigma
+
+    def _autoencoder_step(self, batch: dict[str, torch.Tensor], context: StepContext) -> dict[str, float]:
+        image = self._crop(batch["target"], context)
+        grid = GridPadding.to_multiple(tuple(image.shape[2:]), self.config.factor)
+        image = grid.pad(image)
+        with context.autocast():
+            z, mu, sigma = self._encode(image, context)
+            reconstruction = self.autoencoder.decode(z)
+        mu, sigma = mu.float(), sigma.float()
+        reconstruction_loss = F.l1_loss(reconstruction.float(), image)
+        # KL(N(mu, sigma^2) || N(0, 1)) summed over the latent, averaged over the batch (MONAI's tutorials)
+        kl = 0.5 * (mu.pow(2) + sigma.pow(2) - torch.log(sigma.pow(2)) - 1).flatten(1).sum(1).mean()
+        loss = reconstruction_loss + self.config.kl_weight * kl
+        grad_norm = context.optimize("autoencoder", loss)
+        return {"loss_ae": float(loss.detach()), "loss_reconstruction": float(reconstruction_loss.detach()),
+                "loss_kl": float(kl.detach()), "grad_norm_ae": grad_norm}
+
+    @torch.no_grad()
+    def _set_scale_factor(self, z: torch.Tensor, context: StepContext) -> None:
+        """1 / std of the latents ``z`` (of the global batch when data parallel)."""
+        z = z.double()
+        stats = torch.stack([z.sum(), z.pow(2).sum(), torch.tensor(float(z.numel()), device=z.device).double()])
+        if context.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(stats)
+        total, squares, count = stats.tolist()
+        variance = (squares - total**2 / count) / max(1.0, count - 1)
+        self.scale_factor.fill_(1.0 / max(math.sqrt(max(variance, 0.0)), 1e-6))
+
+    def _diffusion_step(self, batch: dict[str, torch.Tensor], context: StepContext) -> dict[str, float]:
+        target, condition = batch["target"], batch.get("condition")
+        # the latent grid must suit the latent UNet too: pad to the product of both strides
+        stride = self.config.factor * 2 ** (len(self.config.diffusion.channels) - 1)
+        grid = GridPadding.to_multiple(tuple(target.shape[2:]), stride)
+        with torch.no_grad(), context.autocast():
+            z = self._encode(grid.pad(target), context)[0].float()
+        if int(self.steps) == self.config.autoencoder_steps:  # the first diffusion step
+            self._set_scale_factor(z, context)
+        latent = {"target": z * self.scale_factor}
+        if condition is not None:
+            latent["condition"] = self._pool(grid.pad(condition))
+        losses = self.diffusion.training_step(latent, context)
+        return {"loss": losses["loss"], "grad_norm": losses["grad_norm"]}
+
+    def _pool(self, condition: torch.Tensor) -> torch.Tensor:
+        """The condition on the latent grid: its average over each ``factor``-sided block."""
+        pool = F.avg_pool2d if self.spatial_dims == 2 else F.avg_pool3d
+        return pool(condition.float(), self.config.factor)
+
+    def training_step(self, batch: dict[str, torch.Tensor], context: StepContext) -> dict[str, float]:
+        """One step of the current stage; the other stage's losses are nan (fixed log columns)."""
+        if self.stage == "autoencoder":
+            losses = self._autoencoder_step(batch, context)
+        else:
+            losses = self._diffusion_step(batch, context)
+        self.steps += 1
+        return {key: losses.get(key, NAN) for key in LOSS_KEYS}
+
+    # sampling ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        condition: torch.Tensor | None,
+        *,
+        seed: int,
+        shape: tuple[int, ...] | None = None,
+        sampler: Sampler | None = None,
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        init: torch.Tensor | None = None,
+        strength: float = 1.0,
+        ensemble: int | None = None,
+    ) -> torch.Tensor:
+        """Generate images in [0, 1]: diffusion on the latent grid, then one decoder pass.
+
+        Args:
+            condition: ``(B, C, *spatial)`` or ``None`` for an unconditional model (then give ``shape``).
+            seed: seeds the latent noise: same seed, same images.
+            shape: ``(B, 1, *spatial)`` when there is no condition.
+            sampler, num_inference_steps, guidance_scale: the latent diffusion's sampling options
+                (defaults from ``model.diffusion``).
+            init, strength: ``(B, 1, *spatial)`` image in [0, 1] whose latent is noised to
+                ``strength`` of the schedule and denoised from there (SDEdit in latent space).
+            ensemble: average this many decoded samples (seeds ``seed``, ``seed + 1``, ...).
+        """
+        given = 0 if condition is None else condition.shape[1]
+        if given != self.condition_channels:
+            raise ValueError(f"this model takes a condition of {self.condition_channels} channels, got {given}")
+        reference = condition if condition is not None else init
+        if reference is None and shape is None:
+            raise ValueError("an unconditional sample needs `shape` or `init`")
+        if shape is None:
+            shape = (reference.shape[0], 1, *reference.shape[2:])
+        device = next(self.autoencoder.parameters()).device
+        grid = GridPadding.to_multiple(tuple(shape[2:]), self.config.factor)
+        latent_grid = tuple(s // self.config.factor for s in grid.shape)
+        latent_condition = None if condition is None else self._pool(grid.pad(condition.to(device)))
+        latent_init = None
+        if init is not None:
+            latent_init = self.autoencoder.encode(grid.pad(init.to(device).float()))[0] * self.scale_factor
+        count = ensemble or self.config.diffusion.ensemble
+        total = torch.zeros((shape[0], 1, *grid.shape), device=device)
+        for k in range(count):
+            z = self.diffusion.sample(latent_condition, seed=seed + k, shape=(shape[0], self.config.latent_channels,
+                                                                              *latent_grid),
+                                      sampler=sampler, num_inference_steps=num_inference_steps,
+                                      guidance_scale=guidance_scale, init=latent_init, strength=strength, ensemble=1)
+            total += self.autoencoder.decode(z / self.scale_factor).float().clamp(0, 1)
+        return grid.crop_back(total / count)
