@@ -1,0 +1,576 @@
+"""medsynth's performance suite: every ratio is measured side by side in one run, so a busy machine
+slows both sides of a comparison alike and cannot fake a ratio.
+
+Sections (``--only`` picks some):
+
+- ``peak``: the machine's measured limits, a 3x3 convolution (channels_last) and a square matmul, fp32.
+- ``network``: FLOPs of one sampling step of each family's default 2D network (counted with
+  ``torch.utils.flop_counter``), its time, achieved FLOP/s and the fraction of the conv peak.
+- ``families``: images/s of the diffusion and GAN families at their default sampling settings,
+  same job, image size, batch and device (untrained weights: speed does not depend on them).
+- ``training``: steps/s of medsynth's ``Trainer`` vs. a plain MONAI-tutorial loop (CacheDataset +
+  DataLoader + the same network, batch, optimizer and noise) on the same MNI152 slices.
+- ``pipeline``: ``augment`` end to end (read, orient, normalise, sample, denormalise, write NIfTI,
+  manifest) vs. the same network calls alone, for a GAN and a diffusion model.
+- ``sampling``: the diffusion family's speed/quality curve on held-out real slices for denoise
+  and super-resolve: DDPM-1000, DDIM-50/20/10, DPM-Solver++(2M)-10/5, the configs' default
+  (DDIM-5, mean of 4), against the NLM / cubic baselines; a PNG of the curve.
+- ``memory``: peak RSS (CPU) or peak allocated memory (CUDA) of 3D training and sampling at
+  32^3, 64^3, 128^3 (each in its own process), and full-volume restoration of a 256x256x160
+  volume in overlapping windows with Gaussian blending, with a seam check (error at window
+  borders vs. window centres).
+
+``--quick`` (under 10 minutes on 2 CPU cores) uses short runs, few held-out slices and trains the
+sampling models briefly (quality figures are then indicative; ratios of speed are not affected).
+Full mode trains the ready-made CPU configs (or reuses them in ``--runs``) and takes about an hour
+and a half. Results: ``benchmarks/results/performance_{quick,full}.json`` and
+``sampling_curve_{quick,full}.png``.
+
+Usage: python benchmarks/run.py [--quick] [--only peak network ...] [--runs runs/bench] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medsynth.models import build_synthesizer
+from medsynth.training import Trainer, load_experiment
+from medsynth.training.trainer import peak_memory_mb
+from medsynth.validation.fidelity import psnr, ssim
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def seconds_per_call(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` over ``repeat`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def model_of(config_name: str, device: torch.device):
+    config = load_experiment(CONFIGS / config_name)
+    model = build_synthesizer(config.family, config.spatial_dims, config.job.condition_channels, config.model)
+    return config, model.to(device).eval()
+
+
+def condition_for(config, batch: int, spatial: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    if config.job.name == "generate":
+        labels = torch.randint(0, config.job.num_classes, (batch, *spatial), generator=generator)
+        return torch.nn.functional.one_hot(labels, config.job.num_classes).movedim(-1, 1).float().to(device)
+    return torch.rand((batch, 1, *spatial), generator=generator).to(device)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# peak ------------------------------------------------------------------------------------------
+def peak(args) -> dict:
+    device, repeat = args.device, 3 if args.quick else 10
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1).to(device).to(memory_format=torch.channels_last)
+    x = torch.randn(8, 64, 128, 128, device=device).to(memory_format=torch.channels_last)
+    a, b = torch.randn(2048, 2048, device=device), torch.randn(2048, 2048, device=device)
+    with torch.no_grad():
+        t_conv = seconds_per_call(lambda: (conv(x), synchronize(device)), repeat)
+        t_mm = seconds_per_call(lambda: (a @ b, synchronize(device)), repeat)
+    conv_flops = 2 * 8 * 64 * 64 * 9 * 128 * 128
+    return {"conv3x3_gflops": conv_flops / t_conv / 1e9, "matmul_gflops": 2 * 2048**3 / t_mm / 1e9,
+            "threads": torch.get_num_threads()}
+
+
+# network efficiency -----------------------------------------------------------------------------
+def sampling_step(name: str, device: torch.device) -> tuple[torch.nn.Module, Callable]:
+    """The family's default 2D denoise network and one sampling step on a batch of 16 at 64x64:
+    a network evaluation (diffusion) or a whole sample (GAN: one pass)."""
+    config, model = model_of(f"denoise_2d_{name}.yaml", device)
+    condition = condition_for(config, 16, (64, 64), device)
+    if name == "gan":
+        return model, lambda memory_format=torch.contiguous_format: model.sample(
+            condition.contiguous(memory_format=memory_format), seed=0)
+    x, t = torch.randn(16, 1, 64, 64, device=device), torch.full((16,), 500, device=device)
+    return model, lambda memory_format=torch.contiguous_format: model.network(
+        torch.cat([x, condition], 1).contiguous(memory_format=memory_format), t)
+
+
+def network(args, conv_peak: float) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device, results = args.device, {}
+    for name in ("diffusion", "gan"):
+        model, step = sampling_step(name, device)
+        with torch.no_grad():
+            counter = FlopCounterMode(display=False)
+            with counter:
+                step()
+            flops = counter.get_total_flops()
+            repeat = 3 if args.quick else 10
+            entry = {"gflop_per_call": flops / 1e9, "batch": 16, "size": [64, 64]}
+            for label, memory_format in (("contiguous", torch.contiguous_format),
+                                         ("channels_last", torch.channels_last)):
+                if memory_format == torch.channels_last:
+                    model.to(memory_format=memory_format)
+                seconds = seconds_per_call(lambda f=memory_format, s=step: (s(f), synchronize(device)), repeat)
+                entry[label] = {"seconds": seconds, "gflops": flops / seconds / 1e9,
+                                "fraction_of_conv_peak": flops / seconds / 1e9 / conv_peak}
+            entry["time_by_operator"] = operator_shares(step)
+            model.to(memory_format=torch.contiguous_format)
+        results[name] = entry
+    return results
+
+
+def operator_shares(step: Callable) -> dict[str, float]:
+    """Fractions of one call's CPU self time by kind of operator (torch.profiler): how much of a
+    step is convolution (compute-bound) and how much is memory-bound normalisation/activation."""
+    from torch.profiler import ProfilerActivity, profile
+
+    kinds = {"convolution": ("conv", "mkldnn"), "normalisation": ("norm",), "activation": ("silu", "relu", "gelu"),
+             "attention/matmul": ("bmm", "softmax", "addmm", "matmul", "mm", "attention"),
+             "resampling": ("upsample", "interpolate", "pool")}
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    totals = dict.fromkeys([*kinds, "other"], 0.0)
+    for event in prof.key_averages():
+        name = event.key.lower()
+        kind = next((k for k, words in kinds.items() if any(w in name for w in words)), "other")
+        totals[kind] += event.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {k: v / whole for k, v in totals.items()}
+
+
+# families ----------------------------------------------------------------------------------------
+def families(args) -> dict:
+    device, results = args.device, {}
+    batch = 4 if args.quick else 16
+    for job in ("denoise", "generate"):
+        entry = {"batch": batch, "size": [64, 64]}
+        for family in ("diffusion", "gan"):
+            config, model = model_of(f"{job}_2d_{family}.yaml", device)
+            condition = condition_for(config, batch, (64, 64), device)
+            with torch.no_grad():  # a diffusion sample is 20-100 network calls: it warms itself up
+                seconds = seconds_per_call(lambda m=model, c=condition: (m.sample(c, seed=0), synchronize(device)),
+                                           1 if args.quick else 3, warmup=int(family == "gan"))
+            evaluations = 1
+            if family == "diffusion":
+                options = model.config
+                evaluations = options.num_inference_steps * options.ensemble * (2 if options.guidance_scale != 1 else 1)
+            entry[family] = {"images_per_second": batch / seconds, "network_evaluations": evaluations}
+        entry["gan_over_diffusion"] = entry["gan"]["images_per_second"] / entry["diffusion"]["images_per_second"]
+        results[job] = entry
+    return results
+
+
+# training throughput ------------------------------------------------------------------------------
+def plain_loop(config, steps: int, device: torch.device, meta_tensors: bool = False) -> float:
+    """A MONAI-tutorial loop for the same network, batch, data and noise: steady-state steps/s.
+
+    ``meta_tensors``: feed the network the ``MetaTensor`` batches the DataLoader gives (as the
+    tutorials do; every op then goes through MetaTensor's ``__torch_function__``) instead of
+    plain tensors."""
+    from monai.data import CacheDataset, DataLoader
+    from monai.networks.nets import DiffusionModelUNet
+    from monai.networks.schedulers import DDPMScheduler
+    from monai.transforms import Compose, CopyItemsd, RandRicianNoised, RandSpatialCropd
+
+    from medsynth.training.dataset import load_volumes, split_holdout
+
+    train, _ = split_holdout(load_volumes(config.data, 2), config.data.holdout)
+    image = train[0].image[0]  # (X, Y, Z)
+    items = [{"image": image[None, :, :, k].numpy()} for k in range(image.shape[-1]) if image[..., k].max() > 0.1]
+    transform = Compose([RandSpatialCropd("image", (64, 64), random_size=False), CopyItemsd("image", names="noisy"),
+                         RandRicianNoised("noisy", prob=1.0, std=0.05, sample_std=True)])
+    loader = DataLoader(CacheDataset(items, transform, progress=False), batch_size=config.train.batch_size,
+                        shuffle=True, num_workers=0, drop_last=True)
+    options = config.model
+    torch.manual_seed(0)
+    unet = DiffusionModelUNet(2, 2, 1, channels=options["channels"], attention_levels=options["attention_levels"],
+                              num_res_blocks=options["num_res_blocks"], norm_num_groups=options["norm_num_groups"],
+                              num_head_channels=options["num_head_channels"]).to(device)
+    scheduler = DDPMScheduler(1000, schedule="scaled_linear_beta", prediction_type="v_prediction")
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=config.train.lr)
+    done, start = 0, None
+    while done < steps:
+        for batch in loader:
+            clean, noisy = batch["image"].to(device) * 2 - 1, batch["noisy"].to(device)
+            if not meta_tensors:
+                clean, noisy = clean.as_tensor(), noisy.as_tensor()
+            noise = torch.randn_like(clean)
+            t = torch.randint(0, 1000, (clean.shape[0],), device=device)
+            prediction = unet(torch.cat([scheduler.add_noise(clean, noise, t), noisy], 1), t)
+            loss = torch.nn.functional.mse_loss(prediction, scheduler.get_velocity(clean, noise, t))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            done += 1
+            if done == 2:  # steady state: after the first steps (allocator warm-up)
+                synchronize(device)
+                start = time.perf_counter()
+            if done == steps:
+                break
+    synchronize(device)
+    return (steps - 2) / (time.perf_counter() - start)
+
+
+def trainer_rate(config, steps: int, device: torch.device, out: Path) -> float:
+    """medsynth's Trainer, steady-state steps/s from its own log (seconds at steps 2 and ``steps``)."""
+    config.train.steps, config.train.log_every = steps, 1
+    config.train.checkpoint_every = config.train.sample_every = steps
+    Trainer(config, out, device=str(device), progress=False).fit()
+    rows = (out / "log.csv").read_text().splitlines()
+    seconds = {int(r.split(",")[0]): float(r.split(",")[-1]) for r in rows[1:]}
+    return (steps - 2) / (seconds[steps] - seconds[2])
+
+
+def training(args) -> dict:
+    steps = 12 if args.quick else 40
+    config = load_experiment(CONFIGS / "denoise_2d_diffusion.yaml", ["job.noise_sigma=[0.05,0.05]"])
+    with tempfile.TemporaryDirectory() as tmp:  # plain, trainer, plain: a drift in machine speed shows
+        before = plain_loop(config, steps, args.device)
+        medsynth = trainer_rate(config, steps, args.device, Path(tmp) / "run")
+        after = plain_loop(config, steps, args.device)
+        meta = plain_loop(config, steps, args.device, meta_tensors=True)
+    plain = (before + after) / 2
+    return {"steps": steps, "batch": config.train.batch_size, "plain_steps_per_second": [before, after],
+            "plain_metatensor_steps_per_second": meta, "trainer_steps_per_second": medsynth,
+            "trainer_over_plain": medsynth / plain, "trainer_over_plain_metatensor": medsynth / meta}
+
+
+# pipeline overhead --------------------------------------------------------------------------------
+def pipeline(args) -> dict:
+    """``augment`` end to end vs. its own network calls: ``model.sample`` is timed inside the same
+    run, so the two figures share every condition of the machine."""
+    from medsynth.data.samples import mni152
+    from medsynth.io import write_nifti
+    from medsynth.synthesis import augment
+    from medsynth.synthesis.apply import TrainedModel
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        image, label = mni152()
+        write_nifti(image, tmp / "in" / "images" / "mni.nii.gz")
+        write_nifti(label, tmp / "in" / "labels" / "mni.nii.gz")
+        for family, steps in (("gan", None), ("diffusion", 2)):
+            config = load_experiment(CONFIGS / f"generate_2d_{family}.yaml",
+                                     ["train.steps=1", "train.sample_every=1", "train.sample_steps=1"])
+            Trainer(config, tmp / family, device=str(args.device), progress=False).fit()
+            trained = TrainedModel.load(tmp / family, str(args.device))
+            network_seconds = []
+            sample = trained.model.sample
+
+            def timed(*call_args, sample=sample, seconds=network_seconds, **call_options):
+                start = time.perf_counter()
+                out = sample(*call_args, **call_options)
+                synchronize(args.device)
+                seconds.append(time.perf_counter() - start)
+                return out
+
+            trained.model.sample = timed
+            count = 2 if args.quick else 6
+            start = time.perf_counter()
+            augment(tmp / "in" / "images", tmp / f"out_{family}", trained, labels=tmp / "in" / "labels",
+                    per_image=count, steps=steps, batch_size=8, progress=False)
+            end_to_end = time.perf_counter() - start
+            network_only = sum(network_seconds)
+            results[family] = {"volumes": count, "volume_shape": list(label.array.shape), "batch": 8,
+                               "diffusion_steps": steps, "network_only_volumes_per_second": count / network_only,
+                               "augment_volumes_per_second": count / end_to_end,
+                               "augment_over_network_only": network_only / end_to_end}
+    return results
+
+
+# sampling speed vs quality ------------------------------------------------------------------------
+SAMPLING = [("ddpm", 1000, 1), ("ddim", 50, 1), ("ddim", 20, 1), ("ddim", 10, 1), ("dpm_solver", 10, 1),
+            ("dpm_solver", 5, 1), ("ddim", 5, 4)]
+
+
+def sampling(args) -> dict:
+    from quality import train_or_reuse
+
+    from medsynth.data.degradations import rician_noise, thick_slices
+    from medsynth.training import RunDirectory
+    from medsynth.training.dataset import load_volumes, split_holdout
+    from medsynth.training.inference import load_synthesizer
+    from medsynth.validation.fidelity import interpolate_thick_slices, non_local_means
+
+    overrides = ["train.steps=80", "train.batch_size=8", "train.sample_every=1000"] if args.quick else []
+    runs = args.runs / ("quick" if args.quick else "full")
+    results = {}
+    for job in args.sampling_jobs:
+        run, train_seconds = train_or_reuse("diffusion", job, 2, runs, overrides)
+        config = RunDirectory(run).read_config()
+        _, held = split_holdout(load_volumes(config.data, 2), config.data.holdout)
+        clean_volume, mask_volume = held[0].image[0].numpy(), held[0].label[0].numpy() > 0
+        model = load_synthesizer(run, args.device)
+        if job == "denoise":  # whole axial slices of the held-out slab
+            count = 2 if args.quick else 6
+            picks = np.linspace(0, clean_volume.shape[2] - 1, count + 2).round().astype(int)[1:-1]
+            clean = np.stack([clean_volume[:, :, k] for k in picks])
+            mask = np.stack([mask_volume[:, :, k] for k in picks])
+            condition_np = rician_noise(clean, 0.05, np.random.default_rng(123)).astype(np.float32)
+            baseline_name, baseline = "nlm", np.moveaxis(non_local_means(np.moveaxis(condition_np, 0, -1), 0.05), -1, 0)
+        else:  # coronal planes (x, z) of the slab, thick in z (factor 2)
+            count = 2 if args.quick else 12
+            brain = np.flatnonzero(mask_volume.any(axis=(0, 2)))
+            picks = np.linspace(brain[0], brain[-1], count + 2).round().astype(int)[1:-1]
+            clean = np.stack([clean_volume[:, j, :] for j in picks])
+            mask = np.stack([mask_volume[:, j, :] for j in picks])
+            thick, low = thick_slices(clean, 2, axis=-1, return_low_res=True)
+            condition_np = thick.astype(np.float32)
+            baseline_name = "cubic"
+            baseline = interpolate_thick_slices(low, 2, clean.shape[-1], "cubic")
+        condition = torch.from_numpy(condition_np)[:, None].to(args.device)
+        entry = {"train_seconds": train_seconds, "images": count, "size": list(clean.shape[1:]),
+                 "input": scores(condition_np, clean, mask), baseline_name: scores(baseline, clean, mask)}
+        for sampler, steps, ensemble in SAMPLING:
+            label = f"{sampler}-{steps}" + (f"x{ensemble}" if ensemble > 1 else "")
+            with torch.no_grad():
+                start = time.perf_counter()
+                out = model.sample(condition, seed=0, sampler=sampler, num_inference_steps=steps, ensemble=ensemble)
+                synchronize(args.device)
+                seconds = time.perf_counter() - start
+            estimate = out[:, 0].cpu().numpy()
+            entry[label] = {"network_evaluations": steps * ensemble, "seconds": seconds,
+                            "images_per_second": count / seconds, **scores(estimate, clean, mask)}
+        reference = entry["ddpm-1000"]
+        for value in entry.values():
+            if isinstance(value, dict) and "network_evaluations" in value:
+                value["speedup_over_ddpm"] = reference["seconds"] / value["seconds"]
+                value["psnr_minus_ddpm"] = value["psnr"] - reference["psnr"]
+        results[job] = entry
+    plot_sampling(results, RESULTS / f"sampling_curve_{'quick' if args.quick else 'full'}.png")
+    return results
+
+
+def scores(estimate: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> dict:
+    """PSNR (brain) and SSIM of ``(N, H, W)`` images, as last-axis slices (SSIM slice by slice)."""
+    estimate, clean, mask = (np.moveaxis(a, 0, -1) for a in (estimate, clean, mask))
+    return {"psnr": psnr(estimate, clean, mask), "ssim": ssim(estimate, clean)}
+
+
+def plot_sampling(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    for ax, (job, entry) in zip(axes[0], results.items(), strict=True):
+        points = {k: v for k, v in entry.items() if isinstance(v, dict) and "network_evaluations" in v}
+        for label, value in points.items():
+            ax.scatter(value["images_per_second"], value["psnr"], color="C0" if "dpm" not in label else "C1")
+            ax.annotate(label, (value["images_per_second"], value["psnr"]), fontsize=8, xytext=(3, 3),
+                        textcoords="offset points")
+        for name, style in (("input", ":"), ("nlm", "--"), ("cubic", "--")):
+            if name in entry:
+                ax.axhline(entry[name]["psnr"], color="grey", linestyle=style,
+                           label=f"{name} {entry[name]['psnr']:.2f}")
+        ax.set_xscale("log")
+        ax.set(xlabel="images / s (log)", ylabel="PSNR (dB, brain)", title=f"{job}: speed vs quality")
+        ax.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+# memory ---------------------------------------------------------------------------------------------
+def memory_case(case: str, device: str, run: str | None) -> dict:
+    """One measurement, run in a fresh process (peak RSS is per process)."""
+    from medsynth.models import StepContext
+
+    device = torch.device(device)
+    baseline = peak_memory_mb(device)
+    kind, size = case.split("_")
+    if kind in ("train", "sample"):
+        side = int(size)
+        config, model = model_of("denoise_3d_diffusion.yaml", device)
+        target = torch.rand(1, 1, side, side, side, device=device)
+        if kind == "train":
+            model.train()
+            optimizer = torch.optim.AdamW(model.parameters())
+
+            def optimize(group: str, loss: torch.Tensor) -> float:
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                return 0.0
+
+            context = StepContext(torch.Generator().manual_seed(0), device, lambda: torch.autocast(device.type,
+                                                                                                     enabled=False),
+                                  optimize)
+            start = time.perf_counter()
+            for _ in range(2):
+                model.training_step({"target": target, "condition": target}, context)
+        else:
+            start = time.perf_counter()
+            with torch.no_grad():
+                model.sample(target, seed=0, num_inference_steps=2, ensemble=1)
+        return {"peak_mb": peak_memory_mb(device), "baseline_mb": baseline, "seconds": time.perf_counter() - start}
+    return full_volume(Path(run), size, device, baseline)
+
+
+def full_volume(run: Path, family: str, device: torch.device, baseline: float) -> dict:
+    """Denoise a 256x256x160 volume (MNI152 padded) in overlapping 128^3 windows; seam check."""
+    from medsynth.data.degradations import rician_noise
+    from medsynth.data.samples import mni152
+    from medsynth.synthesis.apply import TrainedModel, run_on_volume
+
+    trained = TrainedModel.load(run, str(device))
+    image = mni152()[0].array
+    image = image / np.percentile(image, 99.5)
+    clean = np.zeros((256, 256, 160), np.float32)
+    shape = [min(a, b) for a, b in zip(image.shape, clean.shape, strict=True)]
+    offsets = [(image.shape[i] - shape[i]) // 2 for i in range(3)]
+    region = tuple(slice(o, o + s) for o, s in zip(offsets, shape, strict=True))
+    clean[tuple(slice(0, s) for s in shape)] = np.clip(image[region], 0, 1)
+    noisy = rician_noise(clean[None], 0.05, np.random.default_rng(0))[0].astype(np.float32)
+    options = {"num_inference_steps": 2, "ensemble": 1} if family == "diffusion" else {}
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = run_on_volume(trained, noisy[None], seed=0, batch_size=1, patch_wise=True, **options)
+    seconds = time.perf_counter() - start
+    # window edges of MONAI's sliding window (roi 4 x patch, overlap 0.25) inside the volume
+    roi = [min(s, 4 * p) for s, p in zip(clean.shape, trained.config.data.patch_size, strict=True)]
+    error = np.abs(out - clean)
+    near, far = np.zeros(clean.shape, bool), np.ones(clean.shape, bool)
+    for axis, (length, window) in enumerate(zip(clean.shape, roi, strict=True)):
+        stride = max(1, int(window * 0.75))
+        starts = sorted({min(s, length - window) for s in range(0, length, stride)})
+        edges = sorted({e for s in starts for e in (s, s + window)} - {0, length})
+        coords = np.arange(length)
+        distance = np.min([np.abs(coords - e) for e in edges], axis=0) if edges else np.full(length, length)
+        shape_axis = [1, 1, 1]
+        shape_axis[axis] = length
+        near |= (distance <= 1).reshape(shape_axis)
+        far &= (distance >= 16).reshape(shape_axis)
+    brain = clean > 0.05
+    return {"peak_mb": peak_memory_mb(device), "baseline_mb": baseline, "seconds": seconds,
+            "shape": list(clean.shape), "window": roi,
+            "mae_at_window_edges": float(error[near & brain].mean()),
+            "mae_at_window_centres": float(error[far & brain].mean()),
+            "mae_noisy_input": float(np.abs(noisy - clean)[brain].mean())}
+
+
+def memory(args) -> dict:
+    sides = (32, 64) if args.quick else (32, 64, 128)
+    cases = [f"{kind}_{side}" for side in sides for kind in ("train", "sample")]
+    results = {}
+    for case in cases:
+        results[case] = run_case(case, args.device, [])
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in ("gan", "diffusion"):
+            steps = 60 if args.quick else 300
+            config = load_experiment(CONFIGS / f"denoise_3d_{family}.yaml",
+                                     [f"train.steps={steps}", f"train.sample_every={steps}"])
+            Trainer(config, Path(tmp) / family, device=str(args.device), progress=False).fit()
+            measured = run_case(f"volume_{family}", args.device, ["--run", f"{tmp}/{family}"])
+            results[f"full_volume_{family}"] = {"trained_steps": steps, **measured}
+    return results
+
+
+def run_case(case: str, device: torch.device, extra: list[str]) -> dict:
+    command = [sys.executable, __file__, "--memory-case", case, "--device", str(device), *extra]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# the table --------------------------------------------------------------------------------------------
+def headline(report: dict) -> list[tuple[str, str, str]]:
+    """(measure, value, target) rows of the figures the targets are about."""
+    rows = []
+    if "network" in report:
+        for family, entry in report["network"].items():
+            best = max(entry["contiguous"]["fraction_of_conv_peak"], entry["channels_last"]["fraction_of_conv_peak"])
+            rows.append((f"{family} sampling step: fraction of conv peak", f"{best:.0%}", ">= 40%"))
+    if "families" in report:
+        for job, entry in report["families"].items():
+            rows.append((f"{job}: GAN / diffusion images/s", f"{entry['gan_over_diffusion']:.0f}x", ""))
+    if "training" in report:
+        rows.append(("trainer / plain loop steps/s", f"{report['training']['trainer_over_plain']:.2f}x", ">= 1.0x"))
+    if "pipeline" in report:
+        for family, entry in report["pipeline"].items():
+            rows.append((f"augment / network only ({family})", f"{entry['augment_over_network_only']:.0%}", ">= 85%"))
+    if "sampling" in report:
+        for job, entry in report["sampling"].items():
+            for label in ("ddim-50", "ddim-10", "dpm_solver-10", "dpm_solver-5"):
+                value = entry[label]
+                rows.append((f"{job} {label} vs DDPM-1000", f"{value['psnr_minus_ddpm']:+.2f} dB, "
+                             f"{value['speedup_over_ddpm']:.0f}x faster", "within 0.5 dB at <= 10 NFE"))
+    if "memory" in report:
+        for case, entry in report["memory"].items():
+            if "error" in entry:
+                rows.append((f"memory {case}", entry["error"], ""))
+                continue
+            seams = (f", edge/centre error {entry['mae_at_window_edges'] / entry['mae_at_window_centres']:.2f}"
+                     if "mae_at_window_edges" in entry else "")
+            rows.append((f"memory {case}", f"{entry['peak_mb']:.0f} MiB peak, {entry['seconds']:.1f} s{seams}",
+                         "<= 8 GB, ratio ~1" if "volume" in case else ""))
+    return rows
+
+
+SECTIONS = ["peak", "network", "families", "training", "pipeline", "sampling", "memory"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (< 10 min on 2 CPU cores)")
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS)
+    parser.add_argument("--runs", type=Path, default=Path("runs/bench"), help="where sampling models are trained")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--sampling-jobs", nargs="+", choices=["denoise", "super_resolve"],
+                        default=["denoise", "super_resolve"], help="jobs of the sampling section")
+    parser.add_argument("--memory-case", help=argparse.SUPPRESS)
+    parser.add_argument("--run", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_case:
+        print(json.dumps(memory_case(args.memory_case, args.device, args.run)))
+        return
+    args.device = torch.device(args.device)
+    out = RESULTS / f"performance_{'quick' if args.quick else 'full'}.json"
+    report = json.loads(out.read_text()) if out.exists() else {}  # sections run earlier are kept
+    report["device"] = str(args.device)
+    began = time.perf_counter()
+    for section in args.only:
+        start = time.perf_counter()
+        if section == "network":
+            conv_peak = report.get("peak", {}).get("conv3x3_gflops") or peak(args)["conv3x3_gflops"]
+            report[section] = network(args, conv_peak)
+        else:
+            report[section] = globals()[section](args)
+        print(f"{section}: {time.perf_counter() - start:.0f} s", flush=True)
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")  # after every section: a stopped run keeps its results
+    print(f"\nperformance suite ({'quick' if args.quick else 'full'}, {report['device']}, "
+          f"{time.perf_counter() - began:.0f} s); {out}")
+    rows = headline(report)
+    width = max(len(r[0]) for r in rows)
+    for measure, value, target in rows:
+        print(f"{measure:<{width}}  {value:<40} {target}")
+
+
+if __name__ == "__main__":
+    main()
