@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -91,6 +91,11 @@ class Synthesizer(Protocol):
 
     family: str
     spatial_dims: int
+
+    @property
+    def sampler_config(self) -> Any:
+        """The options of the family's iterative sampler (sampler, steps, schedule: a
+        ``DiffusionConfig``), or ``None`` for a family that samples in one pass."""
 
     def parameter_groups(self) -> dict[str, dict]:
         """One optimizer per entry, in ``torch.optim`` param-group style: ``{"params": [...]}`` plus

@@ -93,6 +93,10 @@ class DiffusionSynthesizer(nn.Module):
         if config.residual and condition_channels != 1:
             raise ValueError("model.residual needs a one-channel image condition (denoise or super_resolve)")
 
+    @property
+    def sampler_config(self) -> DiffusionConfig:
+        return self.config
+
     def parameter_groups(self) -> dict[str, dict]:
         return {"network": {"params": list(self.network.parameters())}}
 

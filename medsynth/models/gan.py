@@ -172,6 +172,8 @@ class GANSynthesizer(nn.Module):
         self.adversarial = PatchAdversarialLoss(criterion=config.adversarial)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # counts lazy-R1 intervals; in checkpoints
 
+    sampler_config = None  # one forward pass: nothing to choose
+
     def parameter_groups(self) -> dict[str, dict]:
         betas = tuple(self.config.betas)
         return {"discriminator": {"params": list(self.discriminator.parameters()), "betas": betas,

@@ -148,6 +148,10 @@ class LatentDiffusionSynthesizer(nn.Module):
         """``"autoencoder"`` for the first ``autoencoder_steps`` training steps, then ``"diffusion"``."""
         return "autoencoder" if int(self.steps) < self.config.autoencoder_steps else "diffusion"
 
+    @property
+    def sampler_config(self) -> DiffusionConfig:
+        return self.config.diffusion
+
     def parameter_groups(self) -> dict[str, dict]:
         return {"autoencoder": {"params": list(self.autoencoder.parameters())},
                 "network": {"params": list(self.diffusion.network.parameters())}}

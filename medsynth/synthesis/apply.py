@@ -72,8 +72,8 @@ class TrainedModel:
                                 f"use `medsynth {JOB_COMMANDS[self.job]}` with it")
 
     def sampling_options(self, steps: int | None, sampler: str | None) -> dict:
-        """Sampler options for this family: diffusion takes them, a GAN ignores them with a note."""
-        if self.family != "diffusion":
+        """Sampler options for this family: diffusion families take them, a GAN ignores them with a note."""
+        if self.model.sampler_config is None:
             if steps is not None or sampler is not None:
                 log.warning("--steps/--sampler apply to diffusion models; this %s samples in one pass", self.family)
             return {}
@@ -90,9 +90,9 @@ class TrainedModel:
 
     def describe_sampling(self, options: dict) -> tuple[str, int]:
         """(sampler name, network evaluations per sample) for the manifest."""
-        if self.family != "diffusion":
+        model_config = self.model.sampler_config
+        if model_config is None:
             return self.family, 1
-        model_config = self.model.config
         sampler = options.get("sampler", model_config.sampler)
         steps = model_config.num_train_timesteps if sampler == "ddpm" else options.get(
             "num_inference_steps", model_config.num_inference_steps)

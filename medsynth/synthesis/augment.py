@@ -117,7 +117,7 @@ def augment(
         raise MedsynthError(f"{output_dir}: output folder is inside the labels folder {labels}")
     trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
     trained.require_job("generate")
-    if strength is not None and (trained.family != "diffusion" or not 0 < strength <= 1):
+    if strength is not None and (trained.model.sampler_config is None or not 0 < strength <= 1):
         raise MedsynthError("--strength: variations need a diffusion model and a strength in (0, 1]")
     conditional = trained.config.job.num_classes > 0
     sources = find_images(input_dir)

@@ -192,3 +192,20 @@ def test_trainer_runs_both_stages_and_resumes_bit_for_bit(tmp_path):
     model = load_synthesizer(tmp_path / "straight")
     out = model.sample(one_hot(12, 10), seed=0)
     assert out.shape == (2, 1, 12, 10) and 0 <= float(out.min()) and float(out.max()) <= 1
+
+
+def test_commands_pass_sampler_options_to_every_iterative_family(tmp_path):
+    """`augment`/`denoise` hand --steps/--sampler to a family by its sampler_config, not its name."""
+    from medsynth.synthesis.apply import TrainedModel
+    from medsynth.training.experiment import ExperimentConfig
+
+    latent = TrainedModel(make(2, 3), ExperimentConfig(family="latent_diffusion"), tmp_path)
+    options = latent.sampling_options(3, "dpm_solver")
+    assert options == {"num_inference_steps": 3, "sampler": "dpm_solver"}
+    assert latent.describe_sampling(options) == ("dpm_solver", 3)
+    assert latent.describe_sampling({"sampler": "ddpm"}) == ("ddpm", 20)
+    with pytest.raises(MedsynthError, match="unknown sampler"):
+        latent.sampling_options(None, "euler")
+    gan = TrainedModel(build_synthesizer("gan", 2, 3, {"channels": [8, 16], "spade_hidden": 8,
+                                                       "discriminator_channels": 8}), ExperimentConfig(), tmp_path)
+    assert gan.sampling_options(3, None) == {} and gan.describe_sampling({}) == ("gan", 1)
