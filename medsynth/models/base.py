@@ -80,6 +80,22 @@ class GridPadding:
         return image[(slice(None), slice(None), *self.crop)]
 
 
+def output_shape(condition: torch.Tensor | None, init: torch.Tensor | None, shape: tuple[int, ...] | None,
+                 condition_channels: int) -> tuple[int, ...]:
+    """``(B, 1, *spatial)`` of a diffusion sample: ``shape``, else the grid of ``condition`` or ``init``.
+
+    Raises:
+        ValueError: a condition with the wrong channel count, or nothing to take the shape from.
+    """
+    given = 0 if condition is None else condition.shape[1]
+    if given != condition_channels:
+        raise ValueError(f"this model takes a condition of {condition_channels} channels, got {given}")
+    reference = condition if condition is not None else init
+    if reference is None and shape is None:
+        raise ValueError("an unconditional sample needs `shape` or `init`")
+    return tuple(shape) if shape is not None else (reference.shape[0], 1, *reference.shape[2:])
+
+
 @runtime_checkable
 class Synthesizer(Protocol):
     """A conditional generator: condition ``(B, C, *spatial)`` (or nothing) to image ``(B, 1, *spatial)``.

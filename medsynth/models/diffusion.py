@@ -16,7 +16,7 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 from torch import nn
 
-from medsynth.models.base import GridPadding, StepContext
+from medsynth.models.base import GridPadding, StepContext, output_shape
 from medsynth.models.samplers import dpm_solver_2m, run_sampler, spaced_timesteps
 
 Sampler = Literal["ddim", "ddpm", "dpm_solver"]
@@ -194,20 +194,13 @@ class DiffusionSynthesizer(nn.Module):
                 of the posterior mean, the estimate that maximises PSNR (default from the config).
         """
         config = self.config
-        given = 0 if condition is None else condition.shape[1]
-        if given != self.condition_channels:
-            raise ValueError(f"this model takes a condition of {self.condition_channels} channels, got {given}")
+        shape = output_shape(condition, init, shape, self.condition_channels)
         sampler = sampler or config.sampler
         if sampler not in SAMPLERS:
             raise ValueError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
         steps = num_inference_steps or config.num_inference_steps
         guidance = config.guidance_scale if guidance_scale is None else guidance_scale
-        reference = condition if condition is not None else init
-        if reference is None and shape is None:
-            raise ValueError("an unconditional sample needs `shape` or `init`")
         device = next(self.network.parameters()).device
-        if shape is None:
-            shape = (reference.shape[0], 1, *reference.shape[2:])
         if not 0 < strength <= 1:
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         T = config.num_train_timesteps

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from torch import nn
 
-from medsynth.models.base import GridPadding, StepContext
+from medsynth.models.base import GridPadding, StepContext, output_shape
 from medsynth.models.diffusion import DiffusionConfig, DiffusionSynthesizer, Sampler
 
 NAN = float("nan")
@@ -265,14 +265,7 @@ class LatentDiffusionSynthesizer(nn.Module):
                 ``strength`` of the schedule and denoised from there (SDEdit in latent space).
             ensemble: average this many decoded samples (seeds ``seed``, ``seed + 1``, ...).
         """
-        given = 0 if condition is None else condition.shape[1]
-        if given != self.condition_channels:
-            raise ValueError(f"this model takes a condition of {self.condition_channels} channels, got {given}")
-        reference = condition if condition is not None else init
-        if reference is None and shape is None:
-            raise ValueError("an unconditional sample needs `shape` or `init`")
-        if shape is None:
-            shape = (reference.shape[0], 1, *reference.shape[2:])
+        shape = output_shape(condition, init, shape, self.condition_channels)
         device = next(self.autoencoder.parameters()).device
         grid = GridPadding.to_multiple(tuple(shape[2:]), self.config.factor)
         latent_grid = tuple(s // self.config.factor for s in grid.shape)
