@@ -17,6 +17,9 @@ families are sized to the same CPU wall time; ``train_seconds`` records what eac
 - generate: an image for each held-out tissue label map. Targets: mean intensity per tissue
   within 10% of the real one; ordering background < grey matter < white matter (T1).
 
+Restoration (denoise, super_resolve) runs on the held-out slab with 16 slices of degraded input
+on either side, as on a whole patient volume, and is scored on the slab only: a slab thinner than
+a network's receptive field, run alone, would be judged on its replicate-padded edges.
 PSNR is over the head (label > 0) with data range 1 (images normalised to [0, 1]); SSIM (MONAI,
 Gaussian window 11) over the whole slab, slice by slice where it is thinner than the window
 (``medsynth.validation.fidelity``). Everything is computed in this run; results are merged into
@@ -46,6 +49,7 @@ from medsynth.validation.fidelity import interpolate_thick_slices, non_local_mea
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RESULTS = Path(__file__).resolve().parent / "results"
 SIGMA = 0.05
+CONTEXT = 16  # slices of (degraded) input kept on either side of the held-out slab for restoration jobs
 #: diffusion (sampler, steps, ensemble): ensemble > 1 averages that many samples (posterior-mean estimate)
 DIFFUSION_SETTINGS = [("ddim", 1, 1), ("ddim", 5, 1), ("ddim", 10, 1), ("ddim", 20, 1), ("ddim", 5, 4)]
 
@@ -79,23 +83,44 @@ def heldout_slab(run: Path):
     return config, held[0]
 
 
+def heldout_with_context(run: Path) -> tuple[object, np.ndarray, np.ndarray, slice]:
+    """Config, image and label of the held-out slab with ``CONTEXT`` slices of input on either side
+    (along Z), and where the slab lies in them.
+
+    Restoration runs on the whole stack, as it would on a patient's volume, and is scored on the
+    slab only: the context slices are inputs (degraded), never scored.
+    """
+    config = RunDirectory(run).read_config()
+    volume = load_volumes(config.data, config.spatial_dims)[0]
+    depth = volume.image.shape[-1]
+    start, stop = round(config.data.holdout[0] * depth), round(config.data.holdout[1] * depth)
+    low, high = max(0, start - CONTEXT), min(depth, stop + CONTEXT)
+    image, label = volume.image[0, ..., low:high].numpy(), volume.label[0, ..., low:high].numpy()
+    return config, image, label, slice(start - low, stop - low)
+
+
 def timed_sample(model, condition, **options) -> tuple[np.ndarray, float]:
     start = time.perf_counter()
     out = model.sample(condition, seed=0, **options)
     return out.numpy(), time.perf_counter() - start
 
 
+def scores(estimate: np.ndarray, clean: np.ndarray, mask: np.ndarray, slab: slice) -> dict[str, float]:
+    """PSNR (over the head) and SSIM of ``estimate`` on the held-out ``slab`` of the last axis."""
+    return {"psnr": psnr(estimate[..., slab], clean[..., slab], mask[..., slab]),
+            "ssim": ssim(estimate[..., slab], clean[..., slab])}
+
+
 def eval_denoise(run: Path, named: dict[str, dict]) -> dict:
-    config, slab = heldout_slab(run)
+    config, clean, labels, slab = heldout_with_context(run)  # (X, Y, Z)
     model = load_synthesizer(run)
-    clean = slab.image[0].numpy()  # (X, Y, Z)
-    mask = slab.label[0].numpy() > 0
+    mask = labels > 0
     noisy = rician_noise(clean[None], SIGMA, np.random.default_rng(123))[0].astype(np.float32)
-    results = {"sigma": SIGMA, "slices": int(clean.shape[-1])}
-    results["noisy"] = {"psnr": psnr(noisy, clean, mask), "ssim": ssim(noisy, clean)}
+    results = {"sigma": SIGMA, "slices": slab.stop - slab.start, "context": CONTEXT}
+    results["noisy"] = scores(noisy, clean, mask, slab)
     start = time.perf_counter()
     nlm = non_local_means(noisy, SIGMA)
-    results["nlm"] = {"psnr": psnr(nlm, clean, mask), "ssim": ssim(nlm, clean), "seconds": time.perf_counter() - start}
+    results["nlm"] = {**scores(nlm, clean, mask, slab), "seconds": time.perf_counter() - start}
     for label, options in named.items():
         if config.spatial_dims == 2:
             condition = torch.from_numpy(np.moveaxis(noisy, -1, 0)[:, None])  # axial slices as a batch
@@ -104,22 +129,21 @@ def eval_denoise(run: Path, named: dict[str, dict]) -> dict:
         else:
             out, seconds = timed_sample(model, torch.from_numpy(noisy)[None, None], **options)
             estimate = out[0, 0]
-        results[label] = {"psnr": psnr(estimate, clean, mask), "ssim": ssim(estimate, clean), "seconds": seconds}
+        results[label] = {**scores(estimate, clean, mask, slab), "seconds": seconds}
     return results
 
 
 def eval_super_resolve(run: Path, named: dict[str, dict]) -> dict:
-    config, slab = heldout_slab(run)
+    config, clean, labels, slab = heldout_with_context(run)
     model = load_synthesizer(run)
-    clean = slab.image[0].numpy()
-    mask = slab.label[0].numpy() > 0
-    results = {"slices": int(clean.shape[-1])}
+    mask = labels > 0
+    results = {"slices": slab.stop - slab.start, "context": CONTEXT}
     for factor in (2, 4):
         condition, low = thick_slices(clean[None], factor, axis=-1, return_low_res=True)
         condition, low = condition[0].astype(np.float32), low[0]
         kind = "cubic" if config.spatial_dims == 2 else "linear"
         baseline = interpolate_thick_slices(low, factor, clean.shape[-1], kind)
-        entry = {f"{kind}": {"psnr": psnr(baseline, clean, mask), "ssim": ssim(baseline, clean)}}
+        entry = {kind: scores(baseline, clean, mask, slab)}
         for label, options in named.items():
             if config.spatial_dims == 2:  # coronal planes (x, z) as a batch: z is the degraded axis
                 batch = torch.from_numpy(np.moveaxis(condition, 1, 0)[:, None])
@@ -128,7 +152,7 @@ def eval_super_resolve(run: Path, named: dict[str, dict]) -> dict:
             else:
                 out, seconds = timed_sample(model, torch.from_numpy(condition)[None, None], **options)
                 estimate = out[0, 0]
-            entry[label] = {"psnr": psnr(estimate, clean, mask), "ssim": ssim(estimate, clean), "seconds": seconds}
+            entry[label] = {**scores(estimate, clean, mask, slab), "seconds": seconds}
         results[f"factor_{factor}"] = entry
     return results
 
