@@ -27,7 +27,7 @@ benchmarks/results/quality_<dims>d.json (``{family: {job: ...}}``, an entry repl
 and a side-by-side table of every family's default setting is printed.
 
 Usage: python benchmarks/quality.py [--dims 2|3] [--families diffusion gan]
-       [--jobs denoise super_resolve generate] [--runs runs/bench] [--ddpm] [--set train.steps=100 ...]
+       [--jobs denoise super_resolve generate] [--runs runs/bench] [--ddpm] [--default-only] [--set train.steps=100 ...]
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medsynth.data.degradations import rician_noise, thick_slices
+from medsynth.data.degradations import interpolate_slabs, rician_noise, thick_slices
 from medsynth.training import RunDirectory, Trainer, load_experiment
 from medsynth.training.dataset import load_volumes, split_holdout
 from medsynth.training.inference import load_synthesizer
-from medsynth.validation.fidelity import interpolate_thick_slices, non_local_means, psnr, ssim
+from medsynth.validation.fidelity import non_local_means, psnr, ssim
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -54,9 +54,9 @@ CONTEXT = 16  # slices of (degraded) input kept on either side of the held-out s
 DIFFUSION_SETTINGS = [("ddim", 1, 1), ("ddim", 5, 1), ("ddim", 10, 1), ("ddim", 20, 1), ("ddim", 5, 4)]
 
 
-def settings(family: str, ddpm: bool) -> dict[str, dict]:
+def settings(family: str, ddpm: bool, default_only: bool = False) -> dict[str, dict]:
     """Sampling settings to evaluate, by name: the family's default first (named ``default``)."""
-    if family != "diffusion":
+    if family != "diffusion" or default_only:
         return {"default": {}}  # one network evaluation; nothing to choose
     named = {"default": {}}
     for sampler, steps, ensemble in DIFFUSION_SETTINGS + ([("ddpm", 1000, 1)] if ddpm else []):
@@ -139,10 +139,11 @@ def eval_super_resolve(run: Path, named: dict[str, dict]) -> dict:
     mask = labels > 0
     results = {"slices": slab.stop - slab.start, "context": CONTEXT}
     for factor in (2, 4):
-        condition, low = thick_slices(clean[None], factor, axis=-1, return_low_res=True)
+        condition, low = thick_slices(clean[None], factor, axis=-1, return_low_res=True,
+                                      interpolation=config.job.interpolation)
         condition, low = condition[0].astype(np.float32), low[0]
         kind = "cubic" if config.spatial_dims == 2 else "linear"
-        baseline = interpolate_thick_slices(low, factor, clean.shape[-1], kind)
+        baseline = interpolate_slabs(low, factor, clean.shape[-1], kind=kind)
         entry = {kind: scores(baseline, clean, mask, slab)}
         for label, options in named.items():
             if config.spatial_dims == 2:  # coronal planes (x, z) as a batch: z is the degraded axis
@@ -223,6 +224,8 @@ def main() -> None:
     parser.add_argument("--jobs", nargs="+", default=list(EVALUATORS), choices=list(EVALUATORS))
     parser.add_argument("--runs", type=Path, default=Path("runs/bench"))
     parser.add_argument("--ddpm", action="store_true", help="also sample with DDPM-1000 (slow: minutes per job)")
+    parser.add_argument("--default-only", action="store_true",
+                        help="evaluate each family's default sampling setting only (not the DDIM step sweep)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     args = parser.parse_args()
     out = RESULTS / f"quality_{args.dims}d.json"
@@ -231,7 +234,7 @@ def main() -> None:
         for job in args.jobs:
             run, train_seconds = train_or_reuse(family, job, args.dims, args.runs, args.overrides)
             with torch.no_grad():
-                result = EVALUATORS[job](run, settings(family, args.ddpm))
+                result = EVALUATORS[job](run, settings(family, args.ddpm, args.default_only))
             report.setdefault(family, {})[job] = {"train_seconds": train_seconds, **result}
             print(json.dumps({family: {job: report[family][job]}}, indent=1))
             out.parent.mkdir(exist_ok=True)

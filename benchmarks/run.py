@@ -308,11 +308,11 @@ SAMPLING = [("ddpm", 1000, 1), ("ddim", 50, 1), ("ddim", 20, 1), ("ddim", 10, 1)
 def sampling(args) -> dict:
     from quality import train_or_reuse
 
-    from medsynth.data.degradations import rician_noise, thick_slices
+    from medsynth.data.degradations import interpolate_slabs, rician_noise, thick_slices
     from medsynth.training import RunDirectory
     from medsynth.training.dataset import load_volumes, split_holdout
     from medsynth.training.inference import load_synthesizer
-    from medsynth.validation.fidelity import interpolate_thick_slices, non_local_means
+    from medsynth.validation.fidelity import non_local_means
 
     overrides = ["train.steps=40", "train.batch_size=8", "train.sample_every=1000"] if args.quick else []
     runs = Path(tempfile.mkdtemp(prefix="medsynth-quick-")) if args.quick else args.runs  # quick: always fresh
@@ -336,10 +336,10 @@ def sampling(args) -> dict:
             picks = np.linspace(brain[0], brain[-1], count + 2).round().astype(int)[1:-1]
             clean = np.stack([clean_volume[:, j, :] for j in picks])
             mask = np.stack([mask_volume[:, j, :] for j in picks])
-            thick, low = thick_slices(clean, 2, axis=-1, return_low_res=True)
+            thick, low = thick_slices(clean, 2, axis=-1, return_low_res=True, interpolation=config.job.interpolation)
             condition_np = thick.astype(np.float32)
             baseline_name = "cubic"
-            baseline = interpolate_thick_slices(low, 2, clean.shape[-1], "cubic")
+            baseline = interpolate_slabs(low, 2, clean.shape[-1], kind="cubic")
         condition = torch.from_numpy(condition_np)[:, None].to(args.device)
         entry = {"train_seconds": train_seconds, "images": count, "size": list(clean.shape[1:]),
                  "input": scores(condition_np, clean, mask), baseline_name: scores(baseline, clean, mask)}

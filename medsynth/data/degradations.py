@@ -22,6 +22,7 @@ from monai.config import KeysCollection, NdarrayOrTensor
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 from monai.utils import convert_data_type, convert_to_dst_type
+from scipy.interpolate import CubicSpline
 from skimage.transform import iradon, radon
 
 #: Linear attenuation of water at about 70 keV, per mm.
@@ -161,17 +162,46 @@ def low_dose_ct_noise(
     return _like(np.moveaxis(noisy, 0, array_axis), image_hu)
 
 
-def _thick_slice_operators(length: int, factor: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Slab-averaging matrix ``(M, N)``, linear-interpolation matrix ``(N, M)`` and slab centres ``(M,)``."""
+def _slab_centres(length: int, factor: int) -> np.ndarray:
+    """Centres of the ``ceil(length / factor)`` slabs of ``factor`` slices (a last slab may be shorter)."""
     starts = np.arange(0, length, factor)
-    stops = np.minimum(starts + factor, length)
+    return (starts + np.minimum(starts + factor, length) - 1) / 2.0
+
+
+def slab_interpolation(length: int, factor: int, kind: str = "linear") -> np.ndarray:
+    """``(length, M)`` matrix that puts ``M = ceil(length / factor)`` thick-slice values, each at its
+    slab's centre, onto ``length`` fine slices; constant beyond the first and last centre.
+
+    ``kind`` is "linear" or "cubic" (a not-a-knot cubic spline; linear below four slabs).
+    """
+    if kind not in ("linear", "cubic"):
+        raise ValueError(f"kind must be 'linear' or 'cubic', got {kind!r}")
+    centres = _slab_centres(length, factor)
+    positions = np.clip(np.arange(length, dtype=np.float64), centres[0], centres[-1])
+    if kind == "cubic" and len(centres) >= 4:
+        return CubicSpline(centres, np.eye(len(centres)), axis=0)(positions)
+    return np.stack([np.interp(positions, centres, unit) for unit in np.eye(len(centres))], axis=1)
+
+
+def interpolate_slabs(low: np.ndarray, factor: int, length: int, axis: int = -1, kind: str = "linear") -> np.ndarray:
+    """Thick-slice values ``low`` (``ceil(length / factor)`` along ``axis``) interpolated from their slab
+    centres onto ``length`` fine slices (:func:`slab_interpolation`), float32.
+
+    This is how a thick-slice volume is put on the fine grid everywhere: the super-resolution
+    condition in training and at inference, and the interpolation baseline of the benchmarks.
+    """
+    axis = axis % low.ndim
+    return _along_axis(slab_interpolation(length, factor, kind), low, axis).astype(np.float32)
+
+
+def _slab_average(length: int, factor: int) -> np.ndarray:
+    """``(M, length)`` matrix: the mean of each slab of ``factor`` slices."""
+    starts = np.arange(0, length, factor)
     average = np.zeros((len(starts), length))
-    for k, (start, stop) in enumerate(zip(starts, stops, strict=True)):
+    for k, start in enumerate(starts):
+        stop = min(start + factor, length)
         average[k, start:stop] = 1.0 / (stop - start)
-    centres = (starts + stops - 1) / 2.0
-    positions = np.arange(length)
-    interpolate = np.stack([np.interp(positions, centres, unit) for unit in np.eye(len(starts))], axis=1)
-    return average, interpolate, centres
+    return average
 
 
 def _along_axis(matrix: np.ndarray, array: np.ndarray, array_axis: int) -> np.ndarray:
@@ -180,13 +210,14 @@ def _along_axis(matrix: np.ndarray, array: np.ndarray, array_axis: int) -> np.nd
 
 
 def thick_slices(
-    image: NdarrayOrTensor, factor: int, axis: int = -1, return_low_res: bool = False
+    image: NdarrayOrTensor, factor: int, axis: int = -1, return_low_res: bool = False, interpolation: str = "linear"
 ) -> NdarrayOrTensor | tuple[NdarrayOrTensor, NdarrayOrTensor]:
     """Simulate a thick-slice acquisition along ``axis`` and resample it back to the original grid.
 
     Every run of ``factor`` consecutive slices is averaged (a box slice profile of width
-    ``factor`` slices), one slice per run is kept, and the result is linearly interpolated back at
-    the original slice positions (constant beyond the first and last slab centres), so the
+    ``factor`` slices), one slice per run is kept, and the result is interpolated (``interpolation``:
+    "linear" or "cubic", :func:`interpolate_slabs`) back at the original slice positions
+    (constant beyond the first and last slab centres), so the
     condition of super-resolution lies on the target grid (the degradation model of e.g. SMORE,
     Zhao et al. 2021, IEEE TMI 40:805). A last, incomplete run is averaged over the slices it has.
 
@@ -205,9 +236,9 @@ def thick_slices(
         raise ValueError(f"factor must be a positive integer, got {factor}")
     array = _as_numpy(image)
     array_axis = _array_axis(axis, array.ndim - 1)
-    average, interpolate, _ = _thick_slice_operators(array.shape[array_axis], int(factor))
-    low_res = _along_axis(average, array, array_axis)
-    degraded = _like(_along_axis(interpolate, low_res, array_axis), image)
+    length = array.shape[array_axis]
+    low_res = _along_axis(_slab_average(length, int(factor)), array, array_axis)
+    degraded = _like(_along_axis(slab_interpolation(length, int(factor), interpolation), low_res, array_axis), image)
     if not return_low_res:
         return degraded
     low = _like(low_res, image)
@@ -382,6 +413,7 @@ class RandThickSlicesd(_RandDegradationd):
         keys: keys of the images to degrade.
         factor_range: ``(low, high)`` inclusive integer range of slices per thick slice.
         axis: spatial axis of the slices (default the last).
+        interpolation: "linear" or "cubic": how the thick slices are put back on the grid.
         prob: probability of degrading a sample.
         allow_missing_keys: do not fail on missing keys.
     """
@@ -391,6 +423,7 @@ class RandThickSlicesd(_RandDegradationd):
         keys: KeysCollection,
         factor_range: Sequence[int] = (2, 4),
         axis: int = -1,
+        interpolation: str = "linear",
         prob: float = 1.0,
         allow_missing_keys: bool = False,
     ) -> None:
@@ -400,12 +433,14 @@ class RandThickSlicesd(_RandDegradationd):
             raise ValueError(f"factor_range must hold integers, got {tuple(factor_range)}")
         self.factor_range = (int(low), int(high))
         self.axis = axis
+        slab_interpolation(1, 1, interpolation)  # fail early on an unknown kind
+        self.interpolation = interpolation
 
     def sample_params(self) -> dict[str, Any]:
         return {"factor": int(self.R.randint(self.factor_range[0], self.factor_range[1] + 1))}
 
     def degrade(self, image: NdarrayOrTensor, rng: np.random.Generator) -> NdarrayOrTensor:
-        return thick_slices(image, self.params["factor"], self.axis)
+        return thick_slices(image, self.params["factor"], self.axis, interpolation=self.interpolation)
 
 
 class RandKSpaceTruncationd(_RandDegradationd):

@@ -3,8 +3,8 @@
 Denoising keeps voxels outside the intensity range the model works in (a CT window, the MR
 0.5-99.5 percentiles) at their input values, so bone and air survive a soft-tissue CT model.
 Super-resolution takes a thick-slice volume on its acquired grid: the thick axis must be the
-one the model restores (``job.degrade_axis``); the volume is interpolated linearly onto the fine
-grid (the slab centres kept where they were: the degradation the model was trained on) and
+one the model restores (``job.degrade_axis``); the volume is interpolated onto the fine grid as
+in training (``job.interpolation``, the slab centres kept where they were) and
 refined by the model. The output's affine carries the new slice spacing.
 """
 
@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from medsynth.data import interpolate_slabs
 from medsynth.errors import MedsynthError
 from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
 from medsynth.io.files import is_inside, is_nifti, nifti_stem, prepare_output_dir
@@ -100,18 +101,14 @@ def restored_axis(trained: TrainedModel) -> int:
     return in_plane[config.job.degrade_axis % 2]
 
 
-def thick_to_fine(array: np.ndarray, axis: int, factor: int) -> np.ndarray:
-    """Linear interpolation of thick slices onto ``factor`` times more slices along ``axis``.
+def thick_to_fine(array: np.ndarray, axis: int, factor: int, kind: str = "linear") -> np.ndarray:
+    """Thick slices interpolated onto ``factor`` times more slices along ``axis`` (``kind``: "linear" or "cubic").
 
     Fine slice ``j`` lies at ``(j - (factor - 1) / 2) / factor`` in thick-slice units, so the
     fine slices tile each thick slab; values beyond the first and last slab centres are constant.
+    The same interpolation makes the training condition (:func:`medsynth.data.thick_slices`).
     """
-    count = array.shape[axis]
-    positions = (np.arange(count * factor) - (factor - 1) / 2.0) / factor
-    moved = np.moveaxis(array, axis, -1)
-    flat = moved.reshape(-1, count)
-    fine = np.stack([np.interp(positions, np.arange(count), row) for row in flat])
-    return np.moveaxis(fine.reshape(*moved.shape[:-1], count * factor), -1, axis).astype(np.float32)
+    return interpolate_slabs(array, factor, array.shape[axis] * factor, axis, kind)
 
 
 def fine_affine(affine: np.ndarray, axis: int, factor: int) -> np.ndarray:
@@ -149,7 +146,7 @@ def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: 
     if not low <= factor <= high:
         log.warning("%s: factor %d is outside the factors the model was trained on (%d-%d)", image.name, factor, low,
                     high)
-    condition = thick_to_fine(x, axis, factor) if factor > 1 else x
+    condition = thick_to_fine(x, axis, factor, trained.config.job.interpolation) if factor > 1 else x
     out = run_on_volume(trained, condition[None], seed=seed, batch_size=batch_size, **options)
     affine = fine_affine(ras_affine(image, space.orientation), axis, factor)
     return from_model_space(out, space, affine=affine, series_description=description)

@@ -224,7 +224,8 @@ def degradation(job: JobConfig, scaling: dict) -> Callable[[np.ndarray, int], np
     elif job.degradation == "kspace":
         transform = RandKSpaceTruncationd("image", factor_range=job.factor, axes=job.degrade_axis)
     else:
-        transform = RandThickSlicesd("image", factor_range=job.factor, axis=job.degrade_axis)
+        transform = RandThickSlicesd("image", factor_range=job.factor, axis=job.degrade_axis,
+                                     interpolation=job.interpolation)
     low, high = float(scaling.get("low", 0.0)), float(scaling.get("high", 1.0))
     in_hu = job.name == "denoise" and job.noise == "low_dose_ct"
 

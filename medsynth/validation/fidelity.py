@@ -3,8 +3,9 @@
 PSNR and SSIM use MONAI's metrics on images in [0, 1] (data range 1). PSNR can be restricted to
 a mask (e.g. the head: background voxels are easy and inflate it). SSIM is MONAI's Gaussian-window
 SSIM (11 voxels, sigma 1.5); a 3D slab thinner than the window is scored slice by slice along its
-last axis. Baselines: non-local means (scikit-image) for denoising; cubic (2D models) or linear
-interpolation between thick-slice centres for super-resolution.
+last axis. Baselines: non-local means (scikit-image) for denoising; for super-resolution, cubic
+(2D models) or linear interpolation between thick-slice centres, by
+:func:`medsynth.data.interpolate_slabs` (the interpolation that makes the models' condition).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 from monai.metrics import PSNRMetric, SSIMMetric
-from scipy.interpolate import interp1d
 
 SSIM_WINDOW = 11
 
@@ -46,11 +46,3 @@ def non_local_means(noisy: np.ndarray, sigma: float) -> np.ndarray:
     return out[..., 0] if noisy.ndim == 2 else out.astype(np.float32)
 
 
-def interpolate_thick_slices(low: np.ndarray, factor: int, length: int, kind: str = "cubic") -> np.ndarray:
-    """The super-resolution baseline: thick-slice values ``low`` (last axis, each the mean of ``factor``
-    slices) interpolated at their centres back onto ``length`` slices; ``kind`` "cubic" or "linear"."""
-    starts = np.arange(0, length, factor)
-    centres = (starts + np.minimum(starts + factor, length) - 1) / 2.0
-    interpolate = interp1d(centres, low, kind=kind if len(centres) > 3 else "linear", axis=-1, bounds_error=False,
-                           fill_value=(low[..., 0], low[..., -1]))
-    return interpolate(np.arange(length)).astype(np.float32)

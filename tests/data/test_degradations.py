@@ -11,6 +11,7 @@ from medsynth.data.degradations import (
     RandLowDoseCTd,
     RandThickSlicesd,
     gaussian_noise,
+    interpolate_slabs,
     kspace_truncation,
     low_dose_ct_noise,
     rician_noise,
@@ -159,6 +160,18 @@ def test_thick_slices_identity_constant_and_smoothing(spatial_dims):
     assert smoothed.std() < 0.5 * alternating.std()
     # only the chosen axis is degraded: the pattern is constant along axis 0, so nothing changes
     np.testing.assert_allclose(thick_slices(alternating, 2, axis=0), alternating, atol=1e-6)
+
+
+def test_slab_interpolation_reproduces_what_its_kind_can_and_is_constant_beyond_the_ends():
+    centres = np.arange(8) * 3 + 1.0  # factor 3 on 24 slices
+    cubic = lambda z: 0.01 * (z - 9) ** 3 - 0.2 * z  # noqa: E731
+    inside = slice(1, 23)  # between the first and last centre
+    exact = interpolate_slabs(cubic(centres), 3, 24, kind="cubic")
+    np.testing.assert_allclose(exact[inside], cubic(np.arange(24.0))[inside], atol=1e-4)
+    assert np.abs(interpolate_slabs(cubic(centres), 3, 24)[inside] - cubic(np.arange(24.0))[inside]).max() > 0.05
+    assert exact[0] == exact[1] and exact[-1] == exact[-2]  # constant beyond the end centres
+    with pytest.raises(ValueError, match="kind"):
+        interpolate_slabs(cubic(centres), 3, 24, kind="quadratic")
 
 
 def test_thick_slices_values_and_low_res_geometry():

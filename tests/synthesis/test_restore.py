@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from medsynth.cli import app
+from medsynth.data import thick_slices
 from medsynth.io import MedicalImage, read_image, read_nifti, write_dicom_series, write_nifti
 from medsynth.synthesis.apply import TrainedModel, from_ras, run_on_volume, to_ras
 from medsynth.synthesis.restore import fine_affine, thick_to_fine
@@ -77,6 +78,14 @@ def test_thick_to_fine_tiles_each_slab_and_keeps_constant_ends():
     assert fine[0, 0].tolist() == [0.0, 0.5, 1.5, 2.5, 3.5, 4.0]
     affine = fine_affine(np.diag([1.0, 1.0, 4.0, 1.0]), axis=2, factor=2)
     assert affine[2, 2] == 2.0 and affine[2, 3] == -1.0  # fine slices 0, 1 centred inside thick slice 0
+
+
+@pytest.mark.parametrize("kind", ["linear", "cubic"])
+def test_inference_condition_is_the_training_condition(kind):
+    """A thick-slice acquisition put on the fine grid at inference is what the model was trained on."""
+    fine = np.random.default_rng(0).uniform(size=(1, 3, 4, 24))
+    degraded, low = thick_slices(fine, 3, axis=-1, return_low_res=True, interpolation=kind)
+    np.testing.assert_allclose(thick_to_fine(low, axis=3, factor=3, kind=kind), degraded, atol=1e-6)
 
 
 def test_the_wrong_job_and_the_wrong_thick_axis_are_refused(tmp_path, restore_runs, volume):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsynth.data.degradations import thick_slices
-from medsynth.validation.fidelity import interpolate_thick_slices, non_local_means, psnr, ssim
+from medsynth.data.degradations import interpolate_slabs, thick_slices
+from medsynth.validation.fidelity import non_local_means, psnr, ssim
 
 rng = np.random.default_rng(0)
 
@@ -34,5 +34,5 @@ def test_baselines_do_what_they_claim():
     assert psnr(non_local_means(noisy, 0.05), clean) > psnr(noisy, clean) + 3
     ramp = np.broadcast_to(np.arange(16, dtype=np.float32), (4, 4, 16)).copy()
     _, low = thick_slices(ramp[None], 2, axis=-1, return_low_res=True)
-    restored = interpolate_thick_slices(low[0], 2, 16, "linear")
+    restored = interpolate_slabs(low[0], 2, 16, kind="linear")
     np.testing.assert_allclose(restored[..., 1:-1], ramp[..., 1:-1], atol=1e-5)  # linear data: exact inside
