@@ -42,7 +42,7 @@ import torch
 
 from medsynth.data.degradations import interpolate_slabs, rician_noise, thick_slices
 from medsynth.training import RunDirectory, Trainer, load_experiment
-from medsynth.training.dataset import load_volumes, split_holdout
+from medsynth.training.dataset import holdout_bounds, load_volumes, split_holdout
 from medsynth.training.inference import load_synthesizer
 from medsynth.validation.fidelity import non_local_means, psnr, ssim
 
@@ -93,7 +93,7 @@ def heldout_with_context(run: Path) -> tuple[object, np.ndarray, np.ndarray, sli
     config = RunDirectory(run).read_config()
     volume = load_volumes(config.data, config.spatial_dims)[0]
     depth = volume.image.shape[-1]
-    start, stop = round(config.data.holdout[0] * depth), round(config.data.holdout[1] * depth)
+    start, stop = holdout_bounds(depth, config.data.holdout)
     low, high = max(0, start - CONTEXT), min(depth, stop + CONTEXT)
     image, label = volume.image[0, ..., low:high].numpy(), volume.label[0, ..., low:high].numpy()
     return config, image, label, slice(start - low, stop - low)

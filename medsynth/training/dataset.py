@@ -95,12 +95,17 @@ def check_labels(volumes: list[Volume], job: JobConfig) -> None:
                                 f"(classes 0..{job.num_classes - 1})")
 
 
+def holdout_bounds(depth: int, holdout: tuple[float, float]) -> tuple[int, int]:
+    """First and past-the-end slice of the held-out axial slab ``holdout`` (fractions of Z) of ``depth`` slices."""
+    return round(holdout[0] * depth), round(holdout[1] * depth)
+
+
 def split_holdout(volumes: list[Volume], holdout: tuple[float, float]) -> tuple[list[Volume], list[Volume]]:
     """Cut each volume into the axial slab ``holdout`` (fractions of Z) and the parts above and below it."""
     train, held = [], []
     for volume in volumes:
         depth = volume.image.shape[-1]
-        start, stop = round(holdout[0] * depth), round(holdout[1] * depth)
+        start, stop = holdout_bounds(depth, holdout)
         for name, (a, b) in (("below", (0, start)), ("above", (stop, depth)), ("holdout", (start, stop))):
             if b <= a:
                 continue

@@ -218,3 +218,14 @@ def test_torchrun_two_processes_follow_the_one_process_trajectory(tmp_path, job)
     a = load_file(tmp_path / "ddp" / "checkpoints" / "step_0000004" / "model.safetensors")
     b = load_file(tmp_path / "single" / "checkpoints" / "step_0000004" / "model.safetensors")
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4  # Adam moves weights by up to ~8e-4 here
+
+
+def test_holdout_slab_and_training_parts_tile_the_volume():
+    from medsynth.training.dataset import Volume, holdout_bounds, split_holdout
+
+    image = torch.arange(10.0).reshape(1, 1, 1, 10)
+    train, held = split_holdout([Volume(image, None, "v", {})], (0.3, 0.6))
+    start, stop = holdout_bounds(10, (0.3, 0.6))
+    assert held[0].image.flatten().tolist() == list(range(start, stop)) == [3, 4, 5]
+    assert sorted(torch.cat([part.image.flatten() for part in train + held]).tolist()) == list(range(10))
+    assert all(not set(part.image.flatten().tolist()) & {3, 4, 5} for part in train)
