@@ -19,7 +19,9 @@ families are sized to the same CPU wall time; ``train_seconds`` records what eac
 
 Restoration (denoise, super_resolve) runs on the held-out slab with 16 slices of degraded input
 on either side, as on a whole patient volume, and is scored on the slab only: a slab thinner than
-a network's receptive field, run alone, would be judged on its replicate-padded edges.
+a network's receptive field, run alone, would be judged on its replicate-padded edges. Models run
+as ``medsynth denoise``/``super-resolve``/``augment`` run them (``run_on_volume``: 2D slice by
+slice; 3D restoration in overlapping windows of two training patches a side).
 PSNR is over the head (label > 0) with data range 1 (images normalised to [0, 1]); SSIM (MONAI,
 Gaussian window 11) over the whole slab, slice by slice where it is thinner than the window
 (``medsynth.validation.fidelity``). Everything is computed in this run; results are merged into
@@ -41,9 +43,9 @@ import numpy as np
 import torch
 
 from medsynth.data.degradations import interpolate_slabs, rician_noise, thick_slices
+from medsynth.synthesis.apply import TrainedModel, run_on_volume
 from medsynth.training import RunDirectory, Trainer, load_experiment
 from medsynth.training.dataset import holdout_bounds, load_volumes, split_holdout
-from medsynth.training.inference import load_synthesizer
 from medsynth.validation.fidelity import non_local_means, psnr, ssim
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -99,10 +101,13 @@ def heldout_with_context(run: Path) -> tuple[object, np.ndarray, np.ndarray, sli
     return config, image, label, slice(start - low, stop - low)
 
 
-def timed_sample(model, condition, **options) -> tuple[np.ndarray, float]:
+def timed_run(trained: TrainedModel, condition: np.ndarray, **options) -> tuple[np.ndarray, float]:
+    """The model over a volume ``condition`` ``(C, X, Y, Z)`` as ``medsynth denoise``/``augment`` run it
+    (2D slice by slice, 3D restoration in windows: :func:`medsynth.synthesis.apply.run_on_volume`)."""
     start = time.perf_counter()
-    out = model.sample(condition, seed=0, **options)
-    return out.numpy(), time.perf_counter() - start
+    with torch.no_grad():
+        out = run_on_volume(trained, condition, seed=0, **options)
+    return out, time.perf_counter() - start
 
 
 def scores(estimate: np.ndarray, clean: np.ndarray, mask: np.ndarray, slab: slice) -> dict[str, float]:
@@ -112,8 +117,8 @@ def scores(estimate: np.ndarray, clean: np.ndarray, mask: np.ndarray, slab: slic
 
 
 def eval_denoise(run: Path, named: dict[str, dict]) -> dict:
-    config, clean, labels, slab = heldout_with_context(run)  # (X, Y, Z)
-    model = load_synthesizer(run)
+    _, clean, labels, slab = heldout_with_context(run)  # (X, Y, Z)
+    trained = TrainedModel.load(run, "cpu")
     mask = labels > 0
     noisy = rician_noise(clean[None], SIGMA, np.random.default_rng(123))[0].astype(np.float32)
     results = {"sigma": SIGMA, "slices": slab.stop - slab.start, "context": CONTEXT}
@@ -122,20 +127,14 @@ def eval_denoise(run: Path, named: dict[str, dict]) -> dict:
     nlm = non_local_means(noisy, SIGMA)
     results["nlm"] = {**scores(nlm, clean, mask, slab), "seconds": time.perf_counter() - start}
     for label, options in named.items():
-        if config.spatial_dims == 2:
-            condition = torch.from_numpy(np.moveaxis(noisy, -1, 0)[:, None])  # axial slices as a batch
-            out, seconds = timed_sample(model, condition, **options)
-            estimate = np.moveaxis(out[:, 0], 0, -1)
-        else:
-            out, seconds = timed_sample(model, torch.from_numpy(noisy)[None, None], **options)
-            estimate = out[0, 0]
+        estimate, seconds = timed_run(trained, noisy[None], **options)
         results[label] = {**scores(estimate, clean, mask, slab), "seconds": seconds}
     return results
 
 
 def eval_super_resolve(run: Path, named: dict[str, dict]) -> dict:
     config, clean, labels, slab = heldout_with_context(run)
-    model = load_synthesizer(run)
+    trained = TrainedModel.load(run, "cpu")
     mask = labels > 0
     results = {"slices": slab.stop - slab.start, "context": CONTEXT}
     for factor in (2, 4):
@@ -145,14 +144,8 @@ def eval_super_resolve(run: Path, named: dict[str, dict]) -> dict:
         kind = "cubic" if config.spatial_dims == 2 else "linear"
         baseline = interpolate_slabs(low, factor, clean.shape[-1], kind=kind)
         entry = {kind: scores(baseline, clean, mask, slab)}
-        for label, options in named.items():
-            if config.spatial_dims == 2:  # coronal planes (x, z) as a batch: z is the degraded axis
-                batch = torch.from_numpy(np.moveaxis(condition, 1, 0)[:, None])
-                out, seconds = timed_sample(model, batch, **options)
-                estimate = np.moveaxis(out[:, 0], 0, 1)
-            else:
-                out, seconds = timed_sample(model, torch.from_numpy(condition)[None, None], **options)
-                estimate = out[0, 0]
+        for label, options in named.items():  # 2D models: coronal planes (x, z), z the degraded axis
+            estimate, seconds = timed_run(trained, condition[None], **options)
             entry[label] = {**scores(estimate, clean, mask, slab), "seconds": seconds}
         results[f"factor_{factor}"] = entry
     return results
@@ -160,17 +153,11 @@ def eval_super_resolve(run: Path, named: dict[str, dict]) -> dict:
 
 def eval_generate(run: Path, named: dict[str, dict]) -> dict:
     config, slab = heldout_slab(run)
-    model = load_synthesizer(run)
+    trained = TrainedModel.load(run, "cpu")
     real = slab.image[0].numpy()
     labels = slab.label[0].numpy()
-    one_hot = torch.nn.functional.one_hot(torch.from_numpy(labels).long(), config.job.num_classes).float()
-    if config.spatial_dims == 2:
-        condition = one_hot.permute(2, 3, 0, 1)  # (Z, classes, X, Y)
-        out, seconds = timed_sample(model, condition)
-        fake = np.moveaxis(out[:, 0], 0, -1)
-    else:
-        out, seconds = timed_sample(model, one_hot.permute(3, 0, 1, 2)[None])
-        fake = out[0, 0]
+    one_hot = np.moveaxis(np.eye(config.job.num_classes, dtype=np.float32)[labels.astype(int)], -1, 0)
+    fake, seconds = timed_run(trained, one_hot)
     names = ["background", "grey_matter", "white_matter"]
     results = {"seconds": seconds, "tissues": {}}
     for k, name in enumerate(names):

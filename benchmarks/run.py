@@ -448,10 +448,10 @@ def memory_case(case: str, device: str, run: str | None) -> dict:
 
 
 def full_volume(run: Path, family: str, device: torch.device, baseline: float) -> dict:
-    """Denoise a 256x256x160 volume (MNI152 padded) in overlapping 128^3 windows; seam check."""
+    """Denoise a 256x256x160 volume (MNI152 padded) in overlapping windows (two training patches a side); seam check."""
     from medsynth.data.degradations import rician_noise
     from medsynth.data.samples import mni152
-    from medsynth.synthesis.apply import TrainedModel, run_on_volume
+    from medsynth.synthesis.apply import WINDOW_OVERLAP, TrainedModel, restoration_window, run_on_volume
 
     trained = TrainedModel.load(run, str(device))
     image = mni152()[0].array
@@ -467,12 +467,12 @@ def full_volume(run: Path, family: str, device: torch.device, baseline: float) -
     with torch.no_grad():
         out = run_on_volume(trained, noisy[None], seed=0, batch_size=1, patch_wise=True, **options)
     seconds = time.perf_counter() - start
-    # window edges of MONAI's sliding window (roi 4 x patch, overlap 0.25) inside the volume
-    roi = [min(s, 4 * p) for s, p in zip(clean.shape, trained.config.data.patch_size, strict=True)]
+    # window edges of MONAI's sliding window inside the volume
+    roi = restoration_window(trained.config, clean.shape)
     error = np.abs(out - clean)
     near, far = np.zeros(clean.shape, bool), np.ones(clean.shape, bool)
     for axis, (length, window) in enumerate(zip(clean.shape, roi, strict=True)):
-        edges = window_edges(length, window)
+        edges = window_edges(length, window, WINDOW_OVERLAP)
         coords = np.arange(length)
         distance = np.min([np.abs(coords - e) for e in edges], axis=0) if edges else np.full(length, length)
         shape_axis = [1, 1, 1]
@@ -484,14 +484,14 @@ def full_volume(run: Path, family: str, device: torch.device, baseline: float) -
     jumps_at_edges, jumps_elsewhere = [], []
     for axis, (length, window) in enumerate(zip(clean.shape, roi, strict=True)):
         step = np.abs(np.diff(out, axis=axis))
-        between = sorted({e - 1 for e in window_edges(length, window)})
+        between = sorted({e - 1 for e in window_edges(length, window, WINDOW_OVERLAP)})
         inside = np.moveaxis(brain[tuple(slice(0, -1) if a == axis else slice(None) for a in range(3))], axis, 0)
         moved = np.moveaxis(step, axis, 0)
         far_rows = [i for i in range(length - 1) if all(abs(i - e) >= 16 for e in between)]
         jumps_at_edges.append(moved[between][inside[between]])
         jumps_elsewhere.append(moved[far_rows][inside[far_rows]])
     return {"peak_mb": process_peak_mb(device), "baseline_mb": baseline, "seconds": seconds,
-            "shape": list(clean.shape), "window": roi,
+            "shape": list(clean.shape), "window": list(roi),
             "mae_at_window_edges": float(error[near & brain].mean()),
             "mae_at_window_centres": float(error[far & brain].mean()),
             "mae_noisy_input": float(np.abs(noisy - clean)[brain].mean()),
@@ -499,7 +499,7 @@ def full_volume(run: Path, family: str, device: torch.device, baseline: float) -
             "jump_away_from_edges": float(np.concatenate(jumps_elsewhere).mean())}
 
 
-def window_edges(length: int, window: int, overlap: float = 0.25) -> list[int]:
+def window_edges(length: int, window: int, overlap: float) -> list[int]:
     """Positions of the window borders inside ``[1, length)`` of MONAI's sliding window along one axis."""
     stride = max(1, int(window * (1 - overlap)))
     starts = sorted({min(s, length - window) for s in range(0, length, stride)})
