@@ -30,10 +30,11 @@ from medsynth.training.trainer import resolve_device
 
 log = logging.getLogger("medsynth")
 #: 3D restoration runs in overlapping windows this many training patches a side, Gaussian-blended.
-#: Measured on the held-out MNI152 slab (32^3-patch CPU models): windows of one patch leave some
-#: holding background only, which training never showed (``data.min_foreground``), and wreck SSIM
-#: (GAN SR x2 0.848); the whole volume at once puts the network far outside the field of view it
-#: was trained on (GAN denoise 28.44 dB); two patches gave 29.03 dB / 0.963 and GAN SR x2 29.33 / 0.977.
+#: Measured on the held-out MNI152 slab (32^3-patch CPU GAN runs, README): windows of one patch
+#: leave some holding background only, which training never showed (``data.min_foreground``), and
+#: wreck SSIM (SR x2 29.08 dB / 0.848); the whole volume at once puts the network outside the field
+#: of view it was trained on (denoise 28.44 dB, SR x2 29.13 / 0.975); two patches: denoise 29.68 dB,
+#: SR x2 29.90 / 0.979.
 WINDOW_PATCHES = 2
 WINDOW_OVERLAP = 0.5
 JOB_COMMANDS = {"generate": "augment", "denoise": "denoise", "super_resolve": "super-resolve"}
