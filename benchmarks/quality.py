@@ -29,7 +29,8 @@ benchmarks/results/quality_<dims>d.json (``{family: {job: ...}}``, an entry repl
 and a side-by-side table of every family's default setting is printed.
 
 Usage: python benchmarks/quality.py [--dims 2|3] [--families diffusion gan]
-       [--jobs denoise super_resolve generate] [--runs runs/bench] [--ddpm] [--default-only] [--set train.steps=100 ...]
+       [--jobs denoise super_resolve generate] [--runs runs/bench] [--ddpm] [--default-only] [--flips]
+       [--set train.steps=100 ...]
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ CONTEXT = 16  # slices of (degraded) input kept on either side of the held-out s
 DIFFUSION_SETTINGS = [("ddim", 1, 1), ("ddim", 5, 1), ("ddim", 10, 1), ("ddim", 20, 1), ("ddim", 5, 4)]
 
 
-def settings(family: str, ddpm: bool, default_only: bool = False) -> dict[str, dict]:
-    """Sampling settings to evaluate, by name: the family's default first (named ``default``)."""
-    if family != "diffusion" or default_only:
-        return {"default": {}}  # one network evaluation; nothing to choose
+def settings(family: str, ddpm: bool, default_only: bool = False, flips: bool = False) -> dict[str, dict]:
+    """Sampling settings to evaluate, by name: the family's default first (named ``default``);
+    with ``flips``, also the default with the flip ensemble (``job.flip_ensemble``) switched on
+    (``flips-on``) and off (``flips-off``), restoration jobs only."""
     named = {"default": {}}
+    if flips:
+        named.update({"flips-on": {"flips": True}, "flips-off": {"flips": False}})
+    if family != "diffusion" or default_only:
+        return named  # one network evaluation; nothing to choose
     for sampler, steps, ensemble in DIFFUSION_SETTINGS + ([("ddpm", 1000, 1)] if ddpm else []):
         label = f"{sampler}-{steps}" + (f"x{ensemble}-mean" if ensemble > 1 else "")
         named[label] = {"sampler": sampler, "num_inference_steps": steps, "ensemble": ensemble}
@@ -213,6 +218,8 @@ def main() -> None:
     parser.add_argument("--ddpm", action="store_true", help="also sample with DDPM-1000 (slow: minutes per job)")
     parser.add_argument("--default-only", action="store_true",
                         help="evaluate each family's default sampling setting only (not the DDIM step sweep)")
+    parser.add_argument("--flips", action="store_true",
+                        help="restoration: also evaluate with the flip ensemble on and off (job.flip_ensemble)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override key=value")
     args = parser.parse_args()
     out = RESULTS / f"quality_{args.dims}d.json"
@@ -221,7 +228,8 @@ def main() -> None:
         for job in args.jobs:
             run, train_seconds = train_or_reuse(family, job, args.dims, args.runs, args.overrides)
             with torch.no_grad():
-                result = EVALUATORS[job](run, settings(family, args.ddpm, args.default_only))
+                named = settings(family, args.ddpm, args.default_only, args.flips and job != "generate")
+                result = EVALUATORS[job](run, named)
             report.setdefault(family, {})[job] = {"train_seconds": train_seconds, **result}
             print(json.dumps({family: {job: report[family][job]}}, indent=1))
             out.parent.mkdir(exist_ok=True)

@@ -23,6 +23,9 @@ Sampler = Annotated[Optional[str], typer.Option(  # noqa: UP045
 Seed = Annotated[int, typer.Option("--seed", help="Seed of the sampling noise: the same seed gives the same files.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="2D slices per network call.")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu or cuda.")]
+Flips = Annotated[Optional[bool], typer.Option(  # noqa: UP045
+    "--flips/--no-flips", help="Average the outputs over flipped copies of the input (4 passes in 2D, 8 in 3D: "
+                               "less variance, that many times slower). Default: the model's job.flip_ensemble.")]
 
 
 def _run(job: str, input_path: Path, output: Path, model: Path, **options) -> None:
@@ -34,19 +37,19 @@ def _run(job: str, input_path: Path, output: Path, model: Path, **options) -> No
 
 @command
 def denoise(input_path: Input, output: Output, model: Model, steps: Steps = None, sampler: Sampler = None,
-            seed: Seed = 0, batch_size: BatchSize = 8, device: Device = "auto") -> None:
+            seed: Seed = 0, batch_size: BatchSize = 8, flips: Flips = None, device: Device = "auto") -> None:
     """Denoise every image in INPUT with a `denoise` model; geometry and intensity units are kept."""
     _run("denoise", input_path, output, model, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size,
-         device=device)
+         flips=flips, device=device)
 
 
 @command
 def super_resolve(input_path: Input, output: Output, model: Model, steps: Steps = None, sampler: Sampler = None,
-                  seed: Seed = 0, batch_size: BatchSize = 8, device: Device = "auto",
+                  seed: Seed = 0, batch_size: BatchSize = 8, flips: Flips = None, device: Device = "auto",
                   factor: Annotated[Optional[int], typer.Option(  # noqa: UP045
                       "--factor", help="Fine slices per thick slice (default: thick spacing / in-plane spacing; 1: "
                                        "the input is already on the fine grid).")] = None) -> None:
     """Thick slices to thin: interpolate each volume onto a grid `factor` times finer along the axis the
     model restores, refine it with a `super_resolve` model, and write the new spacing into the affine."""
     _run("super_resolve", input_path, output, model, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size,
-         device=device, factor=factor)
+         flips=flips, device=device, factor=factor)

@@ -44,6 +44,7 @@ def restore(
     seed: int = 0,
     batch_size: int = 8,
     factor: int | None = None,
+    flips: bool | None = None,
     device: str = "auto",
     progress: bool = True,
 ) -> list[Path]:
@@ -56,6 +57,8 @@ def restore(
     Args:
         job: ``denoise`` or ``super_resolve``; a model trained for another job is refused.
         factor: super-resolve only: slices per thick slice; default from the voxel size.
+        flips: average over flipped copies of the input (``2 ** dims`` passes); default: the
+            model config's ``job.flip_ensemble``.
     """
     trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
     trained.require_job(job)
@@ -68,6 +71,8 @@ def restore(
     if not single_file:
         prepare_output_dir(output_path, input_path)
     options = trained.sampling_options(steps, sampler)
+    if flips is not None:
+        options["flips"] = flips
     written = []
     for source in tqdm(sources, desc=job.replace("_", "-"), unit="image", disable=not progress or None):
         image = source.read()

@@ -61,6 +61,7 @@ class JobConfig:
     factor: tuple[int, int] = (2, 4)  # super_resolve: through-plane factor range
     degrade_axis: int = -1  # super_resolve: spatial axis of the patch that is degraded
     interpolation: Literal["linear", "cubic"] = "linear"  # super_resolve thick slices -> the fine grid (condition)
+    flip_ensemble: bool = False  # restoration: average the outputs over flips of every spatial axis (self-ensemble)
 
     def validate(self) -> None:
         if self.num_classes < 0 or self.num_classes == 1:

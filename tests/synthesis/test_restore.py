@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from medsynth.cli import app
@@ -43,6 +44,11 @@ def test_denoise_a_file_and_a_mixed_folder_keeps_layout_and_geometry(tmp_path, r
     bright = volume.array > np.percentile(volume.array, 99.5)  # outside the model's range: passed through
     assert bright.any() and np.allclose(out.array[bright], volume.array[bright])
     assert not np.allclose(out.array[~bright], volume.array[~bright])
+    flipped = runner.invoke(app, ["denoise", str(source), str(tmp_path / "flipped.nii.gz"), "--model",
+                                  str(restore_runs["denoise"]), "--flips", "--device", "cpu"])
+    assert flipped.exit_code == 0, flipped.stderr  # the flip ensemble: same grid, other (averaged) values
+    averaged = read_nifti(tmp_path / "flipped.nii.gz").array
+    assert averaged.shape == out.array.shape and not np.allclose(averaged, out.array)
     folder = runner.invoke(app, ["denoise", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
                                  str(restore_runs["denoise"]), "--device", "cpu"])
     assert folder.exit_code == 0, folder.stderr
@@ -136,3 +142,27 @@ def test_patch_wise_3d_restoration_tiles_and_blends_exactly(restore_runs, volume
     monkeypatch.setattr(trained.model, "sample", lambda condition, seed, **options: condition.clamp(0, 1) ** 2)
     whole = run_on_volume(trained, x, seed=0, patch_wise=False)
     assert np.allclose(run_on_volume(trained, x, seed=0), whole, atol=1e-5)
+
+
+def test_flip_ensemble_averages_the_flipped_passes(restore_runs, volume, monkeypatch):
+    """A flip-equivariant model is unchanged by the ensemble; one that is not (it adds a ramp along
+    x) is averaged over both orientations of every axis, in 3D windows and 2D slices alike."""
+    trained = TrainedModel.load(restore_runs["super_resolve"], "cpu")
+    x = (volume.array / volume.array.max()).astype(np.float32)[None]
+    monkeypatch.setattr(trained.model, "sample", lambda condition, seed, **options: condition.clamp(0, 1) ** 2)
+    assert np.allclose(run_on_volume(trained, x, seed=0, flips=True), run_on_volume(trained, x, seed=0), atol=1e-5)
+
+    def ramped(condition, seed, **options):
+        ramp = torch.arange(condition.shape[2], dtype=torch.float32).view(1, 1, -1, *[1] * (condition.dim() - 3))
+        return condition + ramp
+    monkeypatch.setattr(trained.model, "sample", ramped)
+    whole = run_on_volume(trained, x, seed=0, patch_wise=False, flips=True)
+    assert np.allclose(whole, x[0] + (x.shape[1] - 1) / 2, atol=1e-5)  # the ramp's mean, everywhere
+    assert not trained.config.job.flip_ensemble  # off unless the config asks
+    assert np.allclose(run_on_volume(trained, x, seed=0, patch_wise=False), x[0] + np.arange(x.shape[1])[:, None, None])
+    denoiser = TrainedModel.load(restore_runs["denoise"], "cpu")  # 2D: flips of each slice's two axes
+    monkeypatch.setattr(denoiser.model, "sample", ramped)
+    monkeypatch.setattr(denoiser.config.job, "flip_ensemble", True)
+    slices = run_on_volume(denoiser, x, seed=0)
+    plane = x.shape[1 + [a for a in range(3) if a != denoiser.config.data.slice_axis][0]]
+    assert np.allclose(slices, x[0] + (plane - 1) / 2, atol=1e-5)
