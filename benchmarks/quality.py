@@ -54,7 +54,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SIGMA = 0.05
 CONTEXT = 16  # slices of (degraded) input kept on either side of the held-out slab for restoration jobs
 #: diffusion (sampler, steps, ensemble): ensemble > 1 averages that many samples (posterior-mean estimate)
-DIFFUSION_SETTINGS = [("ddim", 1, 1), ("ddim", 5, 1), ("ddim", 10, 1), ("ddim", 20, 1), ("ddim", 5, 4)]
+DIFFUSION_SETTINGS = [("ddim", 1, 1), ("ddim", 2, 1), ("ddim", 5, 1), ("ddim", 10, 1), ("ddim", 20, 1), ("ddim", 2, 4),
+                      ("ddim", 5, 4)]
 
 
 def settings(family: str, ddpm: bool, default_only: bool = False, flips: bool = False) -> dict[str, dict]:
