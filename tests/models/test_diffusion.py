@@ -105,3 +105,17 @@ def test_ensemble_averages_seeds_and_residual_adds_the_condition():
     torch.testing.assert_close(residual.sample(condition, seed=0), condition)
     with pytest.raises(ValueError, match="one-channel image condition"):
         make(2, 3, residual=True)
+
+
+def test_residual_ensemble_clips_the_mean_not_each_sample():
+    """Air (condition 0) stays unbiased: the mean of samples is clipped to [0, 1], not each sample."""
+    model = make(2, 1, residual=True)
+    ctx = context(model)
+    for _ in range(3):
+        model.training_step({"target": torch.rand(4, 1, 8, 8), "condition": torch.rand(4, 1, 8, 8)}, ctx)
+    air = torch.zeros(1, 1, 8, 8)
+    mean = model.sample(air, seed=3, ensemble=2)
+    clipped_samples = (model.sample(air, seed=3) + model.sample(air, seed=4)) / 2
+    assert mean.min() >= 0 and mean.max() <= 1
+    assert (mean <= clipped_samples + 1e-6).all()  # max(0, mean) <= mean of max(0, sample)
+    assert (mean < clipped_samples - 1e-4).any()  # where the samples disagree in sign
