@@ -239,6 +239,10 @@ class DiffusionSynthesizer(nn.Module):
                 x0 = run_sampler(denoise, x, timesteps, alphas, eta=1.0 if sampler == "ddpm" else 0.0,
                                  generator=generator)
             total += self._from_model(x0, condition)
-        # average, then clip: clipping each sample first biases the mean wherever the truth sits at
-        # a bound (air is 0): x2 super-resolution SSIM 0.968 -> 0.981 on MNI152, PSNR unchanged
-        return grid.crop_back((total / count).clamp(0, 1))
+        return grid.crop_back(self._clip_mean(total / count))
+
+    def _clip_mean(self, mean: torch.Tensor) -> torch.Tensor:
+        """The mean of the samples, clipped to the image range. Average, then clip: clipping each
+        sample first biases the mean wherever the truth sits at a bound (air is 0), which cost 2D
+        super-resolution 0.013 of SSIM on MNI152 (x2: 0.968 against 0.981)."""
+        return mean.clamp(0, 1)

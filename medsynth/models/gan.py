@@ -299,5 +299,5 @@ class GANSynthesizer(nn.Module):
             def draw(size: tuple[int, ...], generator: torch.Generator = generator) -> torch.Tensor:
                 return torch.randn(size, generator=generator).to(device)
 
-            total += self._generate(condition, draw, shape[0], grid.shape).float().clamp(0, 1)
-        return grid.crop_back(total / ensemble)
+            total += self._generate(condition, draw, shape[0], grid.shape).float()
+        return grid.crop_back((total / ensemble).clamp(0, 1))  # clip the mean, as the diffusion family

@@ -114,6 +114,9 @@ class _LatentDiffusion(DiffusionSynthesizer):
     def _from_model(self, x0: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
         return x0
 
+    def _clip_mean(self, mean: torch.Tensor) -> torch.Tensor:
+        return mean  # latents: bounded by ``clip`` per x0 estimate, not by the image range
+
 
 class LatentDiffusionSynthesizer(nn.Module):
     """``AutoencoderKL`` + latent diffusion behind the :class:`~medsynth.models.base.Synthesizer` interface.
@@ -280,5 +283,5 @@ class LatentDiffusionSynthesizer(nn.Module):
                                                                               *latent_grid),
                                       sampler=sampler, num_inference_steps=num_inference_steps,
                                       guidance_scale=guidance_scale, init=latent_init, strength=strength, ensemble=1)
-            total += self.autoencoder.decode(z / self.scale_factor).float().clamp(0, 1)
-        return grid.crop_back(total / count)
+            total += self.autoencoder.decode(z / self.scale_factor).float()
+        return grid.crop_back((total / count).clamp(0, 1))  # clip the mean, as the diffusion family

@@ -139,6 +139,9 @@ def test_sample_shape_range_and_seed(dims, odd):
     assert solver.shape == a.shape and 0 <= float(solver.min()) and float(solver.max()) <= 1
     varied = model.sample(condition, seed=1, init=torch.rand(2, 1, *odd), strength=0.5)
     assert varied.shape == a.shape
+    latent_condition = model._pool(one_hot(*(4,) * dims))
+    latents = model.diffusion.sample(latent_condition, seed=1, shape=(2, 2, *(2,) * dims))
+    assert latents.min() < 0  # latents are not clipped to the image range
 
 
 def test_unconditional_sampling_and_wrong_condition():
