@@ -125,4 +125,5 @@ class Synthesizer(Protocol):
         """One optimisation step on ``batch`` (``target`` and, if conditional, ``condition``); returns losses."""
 
     def sample(self, condition: torch.Tensor | None, *, seed: int, **options) -> torch.Tensor:
-        """Images ``(B, 1, *spatial)`` in [0, 1] on the grid of ``condition``."""
+        """Images ``(B, 1, *spatial)`` in [0, 1] on the grid of ``condition`` (with ``clip=False``:
+        the unclipped mean of the family's samples, for callers that average further)."""

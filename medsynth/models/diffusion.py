@@ -176,6 +176,7 @@ class DiffusionSynthesizer(nn.Module):
         init: torch.Tensor | None = None,
         strength: float = 1.0,
         ensemble: int | None = None,
+        clip: bool = True,
     ) -> torch.Tensor:
         """Generate images in [0, 1].
 
@@ -193,6 +194,8 @@ class DiffusionSynthesizer(nn.Module):
             strength: fraction of the schedule to noise ``init`` to, in (0, 1].
             ensemble: average this many samples (seeds ``seed``, ``seed + 1``, ...): an estimate
                 of the posterior mean, the estimate that maximises PSNR (default from the config).
+            clip: clip the result to [0, 1]; ``False`` returns the unclipped mean, for callers that
+                average further (flip ensembles, overlapping windows) and clip once at the end.
         """
         config = self.config
         shape = output_shape(condition, init, shape, self.condition_channels)
@@ -239,7 +242,8 @@ class DiffusionSynthesizer(nn.Module):
                 x0 = run_sampler(denoise, x, timesteps, alphas, eta=1.0 if sampler == "ddpm" else 0.0,
                                  generator=generator)
             total += self._from_model(x0, condition)
-        return grid.crop_back(self._clip_mean(total / count))
+        mean = total / count
+        return grid.crop_back(self._clip_mean(mean) if clip else mean)
 
     def _clip_mean(self, mean: torch.Tensor) -> torch.Tensor:
         """The mean of the samples, clipped to the image range. Average, then clip: clipping each

@@ -268,6 +268,7 @@ class GANSynthesizer(nn.Module):
         guidance_scale: float | None = None,
         init: torch.Tensor | None = None,
         strength: float = 1.0,
+        clip: bool = True,
     ) -> torch.Tensor:
         """Generate images in [0, 1] in one network evaluation.
 
@@ -279,6 +280,8 @@ class GANSynthesizer(nn.Module):
             sampler, num_inference_steps, guidance_scale: diffusion options, ignored (a GAN
                 samples in one step), accepted so callers need not ask which family they hold.
             init, strength: variations of an image are a diffusion feature; a GAN refuses them.
+            clip: clip the result to [0, 1]; ``False`` returns the unclipped mean, for callers that
+                average further (flip ensembles, overlapping windows) and clip once at the end.
         """
         if init is not None:
             raise ValueError("variations of an image (init/strength) need a diffusion model; this is a GAN")
@@ -300,4 +303,5 @@ class GANSynthesizer(nn.Module):
                 return torch.randn(size, generator=generator).to(device)
 
             total += self._generate(condition, draw, shape[0], grid.shape).float()
-        return grid.crop_back((total / ensemble).clamp(0, 1))  # clip the mean, as the diffusion family
+        mean = total / ensemble
+        return grid.crop_back(mean.clamp(0, 1) if clip else mean)  # clip the mean, as the diffusion family

@@ -255,6 +255,7 @@ class LatentDiffusionSynthesizer(nn.Module):
         init: torch.Tensor | None = None,
         strength: float = 1.0,
         ensemble: int | None = None,
+        clip: bool = True,
     ) -> torch.Tensor:
         """Generate images in [0, 1]: diffusion on the latent grid, then one decoder pass.
 
@@ -267,6 +268,8 @@ class LatentDiffusionSynthesizer(nn.Module):
             init, strength: ``(B, 1, *spatial)`` image in [0, 1] whose latent is noised to
                 ``strength`` of the schedule and denoised from there (SDEdit in latent space).
             ensemble: average this many decoded samples (seeds ``seed``, ``seed + 1``, ...).
+            clip: clip the result to [0, 1]; ``False`` returns the unclipped mean, for callers that
+                average further (flip ensembles, overlapping windows) and clip once at the end.
         """
         shape = output_shape(condition, init, shape, self.condition_channels)
         device = next(self.autoencoder.parameters()).device
@@ -284,4 +287,5 @@ class LatentDiffusionSynthesizer(nn.Module):
                                       sampler=sampler, num_inference_steps=num_inference_steps,
                                       guidance_scale=guidance_scale, init=latent_init, strength=strength, ensemble=1)
             total += self.autoencoder.decode(z / self.scale_factor).float()
-        return grid.crop_back((total / count).clamp(0, 1))  # clip the mean, as the diffusion family
+        mean = total / count
+        return grid.crop_back(mean.clamp(0, 1) if clip else mean)  # clip the mean, as the diffusion family

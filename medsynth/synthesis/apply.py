@@ -175,6 +175,9 @@ def run_on_volume(trained: TrainedModel, condition: np.ndarray | None, *, seed: 
                   flips: bool | None = None, **options) -> np.ndarray:
     """Run the model over a whole volume in model space; returns the output ``(X, Y[, Z])`` in [0, 1].
 
+    Ensembles (samples, flips) and overlapping windows are averaged unclipped and the result is
+    clipped once: clipping each part first biases the mean where the truth sits at 0 (air).
+
     Args:
         condition: ``(C, X, Y[, Z])`` (one-hot labels or an image), or ``None`` (unconditional:
             give ``shape``).
@@ -208,9 +211,10 @@ def run_on_volume(trained: TrainedModel, condition: np.ndarray | None, *, seed: 
             batch_cond = None if cond is None else cond[part].to(device)
             batch_init = None if start is None else start[part].to(device)
             n = part.stop - part.start
-            out = model.sample(batch_cond, seed=seed + first, shape=(n, 1, *plane), init=batch_init, **options)
+            out = model.sample(batch_cond, seed=seed + first, shape=(n, 1, *plane), init=batch_init, clip=False,
+                               **options)
             outputs.append(out[:, 0].cpu())
-        return torch.cat(outputs).movedim(0, axis).numpy()
+        return torch.cat(outputs).movedim(0, axis).clamp(0, 1).numpy()
     if config.spatial_dims == 3 and len(spatial) != 3:
         raise MedsynthError("a 3D model needs 3D images; this one is 2D")
     cond = None if cond is None else cond[None].to(device)
@@ -224,11 +228,11 @@ def run_on_volume(trained: TrainedModel, condition: np.ndarray | None, *, seed: 
     calls = itertools.count()
 
     def predict(windows: torch.Tensor) -> torch.Tensor:  # windows come in a fixed order: seeds are reproducible
-        return model.sample(windows, seed=seed + next(calls), **options)
+        return model.sample(windows, seed=seed + next(calls), clip=False, **options)
 
     out = sliding_window_inference(cond, restoration_window(config, spatial), batch_size, predict,
                                    overlap=WINDOW_OVERLAP, mode="gaussian")
-    return out[0, 0].cpu().numpy()
+    return out[0, 0].clamp(0, 1).cpu().numpy()
 
 
 def restoration_window(config: ExperimentConfig, spatial: tuple[int, ...]) -> tuple[int, ...]:
@@ -249,7 +253,7 @@ class FlipEnsemble:
         self.model = model
 
     def sample(self, condition: torch.Tensor | None, *, seed: int, shape: tuple[int, ...] | None = None,
-               init: torch.Tensor | None = None, **options) -> torch.Tensor:
+               init: torch.Tensor | None = None, clip: bool = True, **options) -> torch.Tensor:
         reference = condition if condition is not None else init
         if reference is None:
             raise ValueError("a flip ensemble needs a condition or an init image to flip")
@@ -260,6 +264,8 @@ class FlipEnsemble:
             def flip(tensor: torch.Tensor | None, dims: tuple[int, ...] = dims) -> torch.Tensor | None:
                 return tensor.flip(dims) if tensor is not None and dims else tensor
 
-            out = flip(self.model.sample(flip(condition), seed=seed + k, shape=shape, init=flip(init), **options))
+            out = flip(self.model.sample(flip(condition), seed=seed + k, shape=shape, init=flip(init), clip=False,
+                                         **options))
             total = out if total is None else total + out
-        return total / len(subsets)
+        mean = total / len(subsets)
+        return mean.clamp(0, 1) if clip else mean

@@ -119,3 +119,5 @@ def test_residual_ensemble_clips_the_mean_not_each_sample():
     assert mean.min() >= 0 and mean.max() <= 1
     assert (mean <= clipped_samples + 1e-6).all()  # max(0, mean) <= mean of max(0, sample)
     assert (mean < clipped_samples - 1e-4).any()  # where the samples disagree in sign
+    raw = model.sample(air, seed=3, ensemble=2, clip=False)  # for callers that average further
+    assert raw.min() < 0 and torch.equal(raw.clamp(0, 1), mean)

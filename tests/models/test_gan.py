@@ -68,6 +68,14 @@ def test_generator_step_leaves_no_gradient_on_the_discriminator():
     assert all(p.requires_grad for p in model.discriminator.parameters())
 
 
+def test_ensemble_mean_is_clipped_once():
+    model = make(2, 1, residual=True).eval()
+    air = torch.zeros(1, 1, 16, 16)
+    raw = model.sample(air, seed=0, ensemble=2, clip=False)
+    assert raw.min() < 0 < raw.max()  # a correction of either sign on an empty condition
+    assert torch.equal(model.sample(air, seed=0, ensemble=2), raw.clamp(0, 1))
+
+
 def test_lazy_r1_penalty_every_k_steps():
     model = make(2, 1, r1_weight=1.0, r1_every=2)
     batch = {"target": torch.rand(2, 1, 16, 16), "condition": torch.rand(2, 1, 16, 16)}

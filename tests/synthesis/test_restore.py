@@ -144,25 +144,28 @@ def test_patch_wise_3d_restoration_tiles_and_blends_exactly(restore_runs, volume
     assert np.allclose(run_on_volume(trained, x, seed=0), whole, atol=1e-5)
 
 
-def test_flip_ensemble_averages_the_flipped_passes(restore_runs, volume, monkeypatch):
+def test_flip_ensemble_averages_the_flipped_passes_and_clips_once(restore_runs, volume, monkeypatch):
     """A flip-equivariant model is unchanged by the ensemble; one that is not (it adds a ramp along
-    x) is averaged over both orientations of every axis, in 3D windows and 2D slices alike."""
+    x, antisymmetric under the flip) is averaged over both orientations of every axis, in 3D windows
+    and 2D slices alike, and the mean is clipped, not each pass: air (0) stays exactly 0."""
     trained = TrainedModel.load(restore_runs["super_resolve"], "cpu")
     x = (volume.array / volume.array.max()).astype(np.float32)[None]
+    x[..., :3] = 0  # air
     monkeypatch.setattr(trained.model, "sample", lambda condition, seed, **options: condition.clamp(0, 1) ** 2)
     assert np.allclose(run_on_volume(trained, x, seed=0, flips=True), run_on_volume(trained, x, seed=0), atol=1e-5)
 
-    def ramped(condition, seed, **options):
-        ramp = torch.arange(condition.shape[2], dtype=torch.float32).view(1, 1, -1, *[1] * (condition.dim() - 3))
-        return condition + ramp
+    def ramped(condition, seed, clip=True, **options):
+        n = condition.shape[2]
+        ramp = 0.01 * (torch.arange(n, dtype=torch.float32) - (n - 1) / 2).view(1, 1, -1, *[1] * (condition.dim() - 3))
+        return (condition + ramp).clamp(0, 1) if clip else condition + ramp
     monkeypatch.setattr(trained.model, "sample", ramped)
     whole = run_on_volume(trained, x, seed=0, patch_wise=False, flips=True)
-    assert np.allclose(whole, x[0] + (x.shape[1] - 1) / 2, atol=1e-5)  # the ramp's mean, everywhere
+    assert np.allclose(whole, x[0], atol=1e-5)  # the ramp's mean is 0, everywhere
     assert not trained.config.job.flip_ensemble  # off unless the config asks
-    assert np.allclose(run_on_volume(trained, x, seed=0, patch_wise=False), x[0] + np.arange(x.shape[1])[:, None, None])
+    ramp = 0.01 * (np.arange(x.shape[1]) - (x.shape[1] - 1) / 2)[:, None, None]
+    assert np.allclose(run_on_volume(trained, x, seed=0, patch_wise=False), np.clip(x[0] + ramp, 0, 1), atol=1e-6)
+    assert np.allclose(run_on_volume(trained, x, seed=0, flips=True), x[0], atol=1e-5)  # windows and flips
     denoiser = TrainedModel.load(restore_runs["denoise"], "cpu")  # 2D: flips of each slice's two axes
     monkeypatch.setattr(denoiser.model, "sample", ramped)
     monkeypatch.setattr(denoiser.config.job, "flip_ensemble", True)
-    slices = run_on_volume(denoiser, x, seed=0)
-    plane = x.shape[1 + [a for a in range(3) if a != denoiser.config.data.slice_axis][0]]
-    assert np.allclose(slices, x[0] + (plane - 1) / 2, atol=1e-5)
+    assert np.allclose(run_on_volume(denoiser, x, seed=0), x[0], atol=1e-5)
