@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 
 class MedsynthError(Exception):
     """A problem the user can fix: bad input, bad config, unwritable output.
@@ -15,3 +17,15 @@ def describe(err: BaseException, limit: int = 200) -> str:
     """The first line of a third-party exception, for use inside a one-line error."""
     text = str(err).strip()
     return (text.splitlines()[0] if text else type(err).__name__)[:limit]
+
+
+def check_count(option: str, value: int, maximum: int) -> int:
+    """``value`` if it is a whole number in ``1..maximum``, else an error naming ``option``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+        raise MedsynthError(f"{option} {value}: must be a whole number from 1 to {maximum}")
+    return value
+
+
+def display(path: str | os.PathLike) -> str:
+    """A path (or message) as printable text: bytes that are not UTF-8 (surrogate escapes) become U+FFFD."""
+    return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")

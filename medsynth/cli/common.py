@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from medsynth.errors import MedsynthError
+from medsynth.errors import MedsynthError, display
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -19,7 +19,7 @@ class _StderrHandler(logging.Handler):
     """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        sys.stderr.write(f"{record.levelname.lower()}: {record.getMessage()}\n")
+        sys.stderr.write(f"{record.levelname.lower()}: {display(record.getMessage())}\n")
 
 
 def setup_logging() -> None:
@@ -39,7 +39,11 @@ def command(function: F) -> F:
         try:
             return function(*args, **kwargs)
         except MedsynthError as err:
-            typer.echo(f"error: {err}", err=True)
+            typer.echo(f"error: {display(str(err))}", err=True)
+            raise typer.Exit(1) from None
+        except OSError as err:  # a file-system failure no reader or writer turned into a MedsynthError
+            where = display(err.filename) if err.filename else "file system"
+            typer.echo(f"error: {where}: {err.strerror or err}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             typer.echo("error: interrupted; every output written so far is complete, and running the same command "

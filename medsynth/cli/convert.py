@@ -41,9 +41,10 @@ def convert(
     the series number and description, under images/ (and labels/); a MONAI datalist (dataset.json)
     lists them. Nothing is written unless every input converts (see --skip-invalid).
     """
+    from medsynth.errors import display
     from medsynth.io.convert import convert as run_convert
 
     entries = run_convert(input_path, output_dir, output_format.value, labels_path=labels, skip_invalid=skip_invalid)
     for entry in entries:
-        typer.echo(f"{entry['source']} -> {output_dir / entry['image']}")
+        typer.echo(f"{display(entry['source'])} -> {display(output_dir / entry['image'])}")
     typer.echo(f"converted {len(entries)} image(s); datalist: {output_dir / 'dataset.json'}")

@@ -29,10 +29,11 @@ Flips = Annotated[Optional[bool], typer.Option(  # noqa: UP045
 
 
 def _run(job: str, input_path: Path, output: Path, model: Path, **options) -> None:
+    from medsynth.errors import display
     from medsynth.synthesis import restore
 
     for path in restore(input_path, output, model, job, **options):
-        typer.echo(f"wrote {path}")
+        typer.echo(f"wrote {display(path)}")
 
 
 @command

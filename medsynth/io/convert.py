@@ -11,10 +11,10 @@ from typing import Literal
 
 from tqdm.auto import tqdm
 
-from medsynth.errors import MedsynthError
+from medsynth.errors import MedsynthError, display
 from medsynth.io.dicom_write import write_dicom_series
 from medsynth.io.discovery import find_images
-from medsynth.io.files import prepare_output_dir, write_datalist
+from medsynth.io.files import check_separate, inside_output, is_inside, prepare_output_dir, write_datalist
 from medsynth.io.nifti import write_nifti
 from medsynth.io.pairing import check_label, pair_labels
 
@@ -60,11 +60,15 @@ def convert(
     if output_format not in ("nifti", "dicom"):
         raise MedsynthError(f"unknown output format {output_format!r}; use 'nifti' or 'dicom'")
     input_path = Path(input_path)
+    check_separate(output_dir, [input_path, labels_path], "output folder")
     sources = find_images(input_path)
+    if labels_path is not None and is_inside(labels_path, input_path):  # labels kept inside the images folder
+        sources = [s for s in sources if not is_inside(s.path, labels_path)]
+        if not sources:
+            raise MedsynthError(f"{display(input_path)}: holds no image outside the labels folder "
+                                f"{display(labels_path)}")
     pairs = pair_labels(sources, labels_path) if labels_path is not None else [(s, None) for s in sources]
-    out = prepare_output_dir(output_dir, input_path)
-    if labels_path is not None:
-        prepare_output_dir(out, labels_path)
+    out = prepare_output_dir(output_dir, input_path, labels_path)
     input_root = input_path if input_path.is_dir() else input_path.parent
     entries: list[dict[str, str]] = []
     staging = Path(tempfile.mkdtemp(prefix=".medsynth-staging-", dir=out))
@@ -95,7 +99,7 @@ def convert(
         for entry in entries:
             for key in ("image", "label"):
                 if key in entry:
-                    _replace(staging / entry[key], out / entry[key])
+                    _replace(staging / entry[key], inside_output(out, entry[key]))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     write_datalist(out, entries, f"medsynth convert of {input_path.name} ({output_format})")

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import math
 import os
 import re
 import shutil
 import tempfile
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from medsynth.errors import MedsynthError
+from medsynth.errors import MedsynthError, display
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 MAX_NAME_LENGTH = 64
@@ -74,27 +76,66 @@ def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     return path == folder or folder in path.parents
 
 
-def prepare_output_dir(output_dir: str | os.PathLike, input_path: str | os.PathLike | None = None) -> Path:
-    """Create ``output_dir`` if needed and check it is writable and not inside the input.
+def check_separate(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
+                   what: str = "output") -> None:
+    """Refuse an output that overlaps an input in either direction, symlinks resolved.
 
-    ``input_path`` may be a folder (the output must not lie below it) or a file (the output
-    must not be that file).
+    The output may not be an input, lie inside an input folder, or contain one: writing into
+    ``out`` while reading ``out/in`` overwrites or mixes real data with results.
 
     Raises:
-        MedsynthError: the folder is inside ``input_path``, is a file, or cannot be written.
+        MedsynthError: naming both paths.
+    """
+    for source in inputs:
+        if source is None:
+            continue
+        if is_inside(output, source):
+            raise MedsynthError(f"{display(output)}: {what} is inside the input {display(source)}; medsynth never "
+                                "writes into its input")
+        if is_inside(source, output):
+            raise MedsynthError(f"{display(output)}: {what} contains the input {display(source)}; choose an "
+                                "output folder outside every input")
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, *inputs: str | os.PathLike | None) -> Path:
+    """Create ``output_dir`` if needed and check it is writable and separate from every input.
+
+    Each input may be a folder or a file; see :func:`check_separate`.
+
+    Raises:
+        MedsynthError: the folder overlaps an input, is a file, or cannot be written.
     """
     output_dir = Path(output_dir)
-    if input_path is not None and is_inside(output_dir, input_path):
-        raise MedsynthError(f"{output_dir}: output folder is inside the input {input_path}; "
-                            "medsynth never writes into its input")
+    check_separate(output_dir, inputs, "output folder")
     if output_dir.exists() and not output_dir.is_dir():
-        raise MedsynthError(f"{output_dir}: output path exists and is not a folder")
+        raise MedsynthError(f"{display(output_dir)}: output path exists and is not a folder")
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
         tempfile.NamedTemporaryFile(dir=output_dir, prefix=".medsynth-write-test-").close()  # probe: deleted on close
     except OSError as err:
-        raise MedsynthError(f"{output_dir}: output folder is not writable ({err.strerror or err})") from None
+        raise MedsynthError(f"{display(output_dir)}: output folder is not writable ({err.strerror or err})") from None
     return output_dir
+
+
+def inside_output(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
+    """``root / relative``, checked to stay inside ``root`` once symlinks are resolved.
+
+    An output folder may already hold a symlink (``out/sub -> ../input/sub``) from an earlier
+    copy or a careless ``ln -s``; writing through it would replace files outside the output.
+    The folders on the way are created; the target itself may not be a symlink.
+
+    Raises:
+        MedsynthError: a symlink on the way leads out of ``root``.
+    """
+    root = Path(root)
+    target = root / relative
+    if target.is_symlink() or not is_inside(target.parent, root):
+        raise MedsynthError(f"{display(target)}: leads out of the output folder {display(root)} through a "
+                            "symlink; medsynth never writes outside its output")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not is_inside(target.parent, root):  # a symlink made while the folders were created
+        raise MedsynthError(f"{display(target)}: leads out of the output folder {display(root)}")
+    return target
 
 
 @contextlib.contextmanager
@@ -129,9 +170,64 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+LOCK_NAME = ".medsynth.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, what: str, name: str = LOCK_NAME) -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if needed) while the block runs.
+
+    The lock is an OS advisory lock (``flock``; ``msvcrt.locking`` on Windows) on ``folder/name``:
+    the kernel releases it whenever the process ends, SIGKILL included, so a lock is never stale;
+    the file that remains is harmless and reused. Network file systems without ``flock`` support
+    cannot be protected this way.
+
+    Args:
+        what: the kind of folder, for the error ("run directory", "output folder").
+
+    Raises:
+        MedsynthError: another process holds the lock.
+    """
+    path = Path(folder) / name
+    try:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise MedsynthError(f"{display(folder)}: cannot lock the {what} ({err.strerror or err})") from None
+    try:
+        try:
+            _lock(fd)
+        except OSError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            raise MedsynthError(f"{display(folder)}: {what} is in use by {holder}; wait for it to finish or choose "
+                                "another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _lock(fd: int) -> None:
+    """Take an exclusive, non-blocking lock on ``fd``; OSError if another process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def is_leftover(path: Path) -> bool:
     """A temporary of :func:`atomic_path` left behind by a killed process."""
     return path.name.startswith(".") and (".tmp-" in path.name or ".old-" in path.name)
+
+
+def is_bookkeeping(path: Path) -> bool:
+    """A file medsynth leaves beside real outputs that says nothing about them (temporaries, the lock)."""
+    return path.name == LOCK_NAME or is_leftover(path)
 
 
 def remove_leftovers(folder: str | os.PathLike) -> int:
@@ -145,10 +241,48 @@ def remove_leftovers(folder: str | os.PathLike) -> int:
     return len(leftovers)
 
 
+def strict_json(data: Any) -> Any:
+    """``data`` with every non-finite float replaced by ``None``: JSON has no NaN or Infinity."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: strict_json(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [strict_json(value) for value in data]
+    return data
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON atomically (indented, UTF-8)."""
+    """Write strict JSON atomically (indented, UTF-8; NaN and Inf written as ``null``)."""
+    text = json.dumps(strict_json(data), indent=2, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+        tmp.write_text(text + "\n", encoding="utf-8")
+
+
+def append_line(path: str | os.PathLike, line: str) -> None:
+    """Append one line to a text file with a single write, or not at all.
+
+    The line goes out in one ``write`` on an ``O_APPEND`` descriptor, so concurrent appenders
+    never interleave within a line; a write cut short (a full disk, a file-size limit) is
+    truncated away again, so the file never ends in half a line.
+
+    Raises:
+        OSError: the line could not be written (the file is as it was).
+    """
+    data = (line.rstrip("\n") + "\n").encode("utf-8", "backslashreplace")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, data)
+        except OSError:
+            os.ftruncate(fd, start)
+            raise
+        if written != len(data):
+            os.ftruncate(fd, start)
+            raise OSError(errno.EFBIG, f"File too large or disk full ({written} of {len(data)} bytes written)")
+    finally:
+        os.close(fd)
 
 
 def write_datalist(output_dir: Path, entries: list[dict[str, str]], description: str) -> Path:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from medsynth.data.intensity import denormalize, intensity_scaling
-from medsynth.errors import MedsynthError
+from medsynth.errors import MedsynthError, check_count
 from medsynth.io import MedicalImage
 from medsynth.models import Synthesizer
 from medsynth.training.experiment import ExperimentConfig
@@ -37,6 +37,8 @@ log = logging.getLogger("medsynth")
 #: SR x2 29.90 / 0.979.
 WINDOW_PATCHES = 2
 WINDOW_OVERLAP = 0.5
+#: largest number of 2D slices (or 3D windows) per network call, as for training
+MAX_BATCH = 4096
 JOB_COMMANDS = {"generate": "augment", "denoise": "denoise", "super_resolve": "super-resolve"}
 
 
@@ -79,7 +81,10 @@ class TrainedModel:
 
     def sampling_options(self, steps: int | None, sampler: str | None) -> dict:
         """Sampler options for this family: diffusion families take them, a GAN ignores them with a note."""
-        if self.model.sampler_config is None:
+        model_config = self.model.sampler_config
+        if steps is not None:
+            check_count("--steps", steps, model_config.num_train_timesteps if model_config is not None else 10**4)
+        if model_config is None:
             if steps is not None or sampler is not None:
                 log.warning("--steps/--sampler apply to diffusion models; this %s samples in one pass", self.family)
             return {}

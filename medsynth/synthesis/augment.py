@@ -19,7 +19,6 @@ retried by a rerun.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import time
@@ -30,11 +29,20 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from medsynth.errors import MedsynthError
+from medsynth.errors import MedsynthError, check_count, display
 from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
-from medsynth.io.files import atomic_path, is_inside, prepare_output_dir
+from medsynth.io.files import (
+    LOCK_NAME,
+    append_line,
+    check_separate,
+    folder_lock,
+    inside_output,
+    is_inside,
+    prepare_output_dir,
+)
 from medsynth.io.pairing import check_label, pair_labels
 from medsynth.synthesis.apply import (
+    MAX_BATCH,
     TrainedModel,
     from_model_space,
     from_ras,
@@ -44,10 +52,12 @@ from medsynth.synthesis.apply import (
     to_ras,
 )
 from medsynth.synthesis.labels import deform_label
-from medsynth.synthesis.outputs import OutputRecord
+from medsynth.synthesis.outputs import OutputRecord, csv_line, read_csv_rows
 from medsynth.training.distributed import Ranks
 
 log = logging.getLogger("medsynth")
+#: most outputs one run makes (``--count``, ``--per-image`` times the inputs)
+MAX_OUTPUTS = 10**6
 
 #: flags a near-copy: given an output in model space (RAS, [0, 1]), its memorization ratio, else None
 CopyCheck = Callable[[np.ndarray], "float | None"]
@@ -110,17 +120,25 @@ def augment(
     """
     if output_format not in ("nifti", "dicom"):
         raise MedsynthError(f"--format {output_format}: use nifti or dicom")
-    if per_image < 1 or (count is not None and count < 1) or batch_size < 1:
-        raise MedsynthError("--per-image, --count and --batch-size must be at least 1")
+    check_count("--per-image", per_image, MAX_OUTPUTS)
+    check_count("--batch-size", batch_size, MAX_BATCH)
+    if count is not None:
+        check_count("--count", count, MAX_OUTPUTS)
     output_dir = Path(output_dir)
-    if labels is not None and is_inside(output_dir, labels):
-        raise MedsynthError(f"{output_dir}: output folder is inside the labels folder {labels}")
     trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
     trained.require_job("generate")
+    check_separate(output_dir, [input_dir, labels, trained.run_dir], "output folder")
     if strength is not None and (trained.model.sampler_config is None or not 0 < strength <= 1):
         raise MedsynthError("--strength: variations need a diffusion model and a strength in (0, 1]")
     conditional = trained.config.job.num_classes > 0
+    if count is not None and (conditional or strength is not None):
+        raise MedsynthError("--count applies to unconditional models; this model makes --per-image outputs for each "
+                            "input" + (" label map" if conditional else " image"))
     sources = find_images(input_dir)
+    if labels is not None and is_inside(labels, input_dir):  # a labels folder kept inside the images folder
+        sources = [s for s in sources if not is_inside(s.path, labels)]
+        if not sources:
+            raise MedsynthError(f"{display(input_dir)}: holds no image outside the labels folder {display(labels)}")
     if conditional and labels is None:
         raise MedsynthError(f"{trained.run_dir}: this model generates from label maps; give them with --labels")
     pairs = pair_labels(sources, labels) if conditional else [(s, None) for s in sources]
@@ -128,50 +146,64 @@ def augment(
         if label_source is not None:
             label = label_source.read()
             check_label(label, label, trained.config.job.num_classes)  # its grid is checked with its image later
-    prepare_output_dir(output_dir, input_dir)
 
+    if conditional or strength is not None:
+        total = len(pairs) * per_image
+    else:
+        total = count if count is not None else len(sources) * per_image
+    if total > MAX_OUTPUTS:
+        raise MedsynthError(f"{total} outputs asked for, more than {MAX_OUTPUTS} in one run; split the run into "
+                            "several output folders")
+    prepare_output_dir(output_dir, input_dir, labels, trained.run_dir)
     if conditional or strength is not None:
         tasks = [_Task(s, lab, f"{s.name}_syn{k:03d}") for s, lab in pairs for k in range(per_image)]
     else:
-        total = count if count is not None else len(sources) * per_image
         tasks = [_Task(sources[i % len(sources)], None, f"{sources[i % len(sources)].name}_syn{i // len(sources):03d}")
                  for i in range(total)]
     options = trained.sampling_options(steps, sampler)
     sampler_name, evaluations = trained.describe_sampling(options)
     if strength is not None:
         evaluations = max(1, round(evaluations * strength))
-    settings = {"model": str(trained.run_dir.resolve()), "seed": seed, "per_image": per_image, "count": count,
+    settings = {"model": display(trained.run_dir.resolve()), "seed": seed, "per_image": per_image, "count": count,
                 "strength": strength, "format": output_format, "sampler": sampler_name, "steps": evaluations}
     ranks = Ranks.from_environment()
-    record = OutputRecord(output_dir, settings, f"medsynth augment: {trained.family} {trained.run_dir.name}",
-                          part=ranks.part)
-    mine = [t for i, t in enumerate(tasks) if ranks.owns(i)]
-    rejected = _Rejected(output_dir, ranks.part)
-    todo = [t for t in mine if not record.done(_image_path(t.name, output_format)) and t.name not in rejected]
-    if len(todo) < len(mine):
-        log.info("%d of %d outputs already done in %s; skipping them", len(mine) - len(todo), len(mine), output_dir)
-    bar = tqdm(todo, desc="augment", unit="image", disable=not progress or None, dynamic_ncols=True)
-    cached: tuple[ImageSource | None, MedicalImage | None] = (None, None)
-    for task in bar:
-        if cached[0] is not task.source:
-            cached = (task.source, task.source.read())
-        image = cached[1]
-        start = time.perf_counter()
+    lock_name = LOCK_NAME if ranks.part is None else f"{LOCK_NAME}.{ranks.part}"
+    with folder_lock(output_dir, "output folder", lock_name):
+        record = OutputRecord(output_dir, settings, f"medsynth augment: {trained.family} {trained.run_dir.name}",
+                              part=ranks.part)
+        mine = [t for i, t in enumerate(tasks) if ranks.owns(i)]
+        rejected = _Rejected(output_dir, ranks.part)
+        todo = [t for t in mine if not record.done(_image_path(t.name, output_format)) and t.name not in rejected]
+        if len(todo) < len(mine):
+            log.info("%d of %d outputs already done in %s; skipping them", len(mine) - len(todo), len(mine),
+                     display(output_dir))
+        bar = tqdm(todo, desc="augment", unit="image", disable=not progress or None, dynamic_ncols=True)
+        cached: tuple[ImageSource | None, MedicalImage | None] = (None, None)
         try:
-            row = _make_one(trained, task, image, output_dir, output_seed(seed, task.name), options, strength,
-                            output_format, batch_size, reject)
-        except NearCopy as copy:
-            rejected.add(task.name, copy.ratio)
-            continue
-        row.update(sampler=sampler_name, steps=evaluations, seconds=round(time.perf_counter() - start, 3))
-        record.add(row)
-    if rejected.count:
-        log.warning("%d outputs were near-copies of training images and were not written (%s)", rejected.count,
-                    rejected.path)
-    ranks.barrier()  # every rank's part is written; rank 0 folds them into the manifest and datalist
-    if ranks.is_main:
-        record.merge_parts()
-    ranks.barrier()
+            for task in bar:
+                if cached[0] is not task.source:
+                    cached = (task.source, task.source.read())
+                image = cached[1]
+                start = time.perf_counter()
+                try:
+                    row = _make_one(trained, task, image, output_dir, output_seed(seed, task.name), options, strength,
+                                    output_format, batch_size, reject)
+                except NearCopy as copy:
+                    rejected.add(task.name, copy.ratio)
+                    continue
+                row.update(sampler=sampler_name, steps=evaluations, seconds=round(time.perf_counter() - start, 3))
+                record.add(row)
+        except BaseException:
+            if ranks.part is None:
+                record.finish()  # the datalist lists what is done, for a user who stops here
+            raise
+        if rejected.count:
+            log.warning("%d outputs were near-copies of training images and were not written (%s)", rejected.count,
+                        display(rejected.path))
+        ranks.barrier()  # every rank's part is written; rank 0 folds them into the manifest and datalist
+        if ranks.is_main:
+            record.finish()
+        ranks.barrier()
     return output_dir / "dataset.json"
 
 
@@ -182,8 +214,7 @@ class _Rejected:
         self.path = folder / ("rejected.csv" if part is None else f"rejected.{part}.csv")
         self.rows: dict[str, str] = {}
         if self.path.exists():
-            with open(self.path, newline="") as handle:
-                self.rows = {row["output"]: row["ratio"] for row in csv.DictReader(handle)}
+            self.rows = {row["output"]: row.get("ratio", "") for row in read_csv_rows(self.path) if "output" in row}
 
     def __contains__(self, name: str) -> bool:
         return name in self.rows
@@ -194,10 +225,12 @@ class _Rejected:
 
     def add(self, name: str, ratio: float) -> None:
         self.rows[name] = f"{ratio:.4f}"
-        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["output", "ratio"])
-            writer.writerows(sorted(self.rows.items()))
+        try:
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                append_line(self.path, csv_line(["output", "ratio"]))
+            append_line(self.path, csv_line([name, self.rows[name]]))
+        except OSError as err:
+            raise MedsynthError(f"{display(self.path)}: cannot write ({err.strerror or err})") from None
 
 
 def _image_path(name: str, output_format: str) -> str:
@@ -249,13 +282,13 @@ def _make_one(trained: TrainedModel, task: _Task, image: MedicalImage, output_di
                                    reject=reject, **options)
     image_rel = _image_path(task.name, output_format)
     if output_format == "nifti":
-        write_nifti(result, output_dir / image_rel)
+        write_nifti(result, inside_output(output_dir, image_rel))
     else:
-        write_dicom_series(result, output_dir / image_rel, series_description=result.meta["series_description"],
-                           uid_seed=f"{task.name}/{seed}")
+        write_dicom_series(result, inside_output(output_dir, image_rel),
+                           series_description=result.meta["series_description"], uid_seed=f"{task.name}/{seed}")
     row = {"output": image_rel, "source": str(task.source.path), "model": str(trained.run_dir),
            "family": trained.family, "job": trained.job, "seed": seed, "label": ""}
     if new_label is not None:
         row["label"] = f"labels/{task.name}.nii.gz"
-        write_nifti(new_label, output_dir / row["label"], dtype=np.uint8 if new_label.array.max() < 256 else np.int16)
+        write_nifti(new_label, inside_output(output_dir, row["label"]))
     return row

@@ -1,8 +1,10 @@
 """The record of a synthesis output folder: ``manifest.csv``, ``dataset.json`` and the settings.
 
-Rows are added only after their files are complete on disk (written atomically); the manifest
-and the datalist are rewritten atomically after every output, from rows whose files exist.
-So an interrupted run leaves a consistent folder, and a rerun skips exactly what is done.
+A row is appended to the manifest, in one write, only after its files are complete on disk
+(written atomically), so an interrupted run leaves a manifest whose rows all have their files,
+and a rerun skips exactly what is done. Appending keeps the cost of each output constant; the
+manifest is rewritten in full (sorted, stale rows dropped) only when a run opens and when it
+finishes, and ``dataset.json`` is written when the run finishes or is interrupted.
 """
 
 from __future__ import annotations
@@ -14,14 +16,30 @@ import os
 from pathlib import Path
 from typing import Any
 
-from medsynth.errors import MedsynthError
-from medsynth.io.files import atomic_path, write_datalist, write_json
+from medsynth.errors import MedsynthError, describe, display
+from medsynth.io.files import append_line, atomic_path, write_datalist, write_json
 
 COLUMNS = ["output", "label", "source", "model", "family", "job", "seed", "sampler", "steps", "seconds"]
 
 
-def _exists(folder: Path, relative: str) -> bool:
+def _exists(folder: Path, relative: str | None) -> bool:
     return bool(relative) and (folder / relative).exists()
+
+
+def csv_line(values: list[Any]) -> str:
+    """One CSV line; text that is not UTF-8 (surrogate-escaped file names) is written readably."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([display(str(v)) for v in values])
+    return buffer.getvalue()
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a CSV file medsynth wrote, tolerating a damaged file (rows with missing cells are dropped)."""
+    try:
+        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            return [row for row in csv.DictReader(handle) if None not in row.values() and None not in row]
+    except OSError as err:
+        raise MedsynthError(f"{display(path)}: cannot read ({describe(err)})") from None
 
 
 class OutputRecord:
@@ -33,7 +51,7 @@ class OutputRecord:
             settings is refused rather than mixed.
         description: the datalist's description.
         part: in a distributed run, this process's name (e.g. ``rank1``): its rows go to a hidden
-            partial manifest that :meth:`merge_parts` (rank 0, at the end) folds into the main one.
+            partial manifest that :meth:`finish` (rank 0, at the end) folds into the main one.
     """
 
     def __init__(self, folder: Path, settings: dict[str, Any], description: str, part: str | None = None) -> None:
@@ -42,16 +60,23 @@ class OutputRecord:
         self.part = part
         settings_path = folder / "settings.json"
         if settings_path.exists():
-            saved = json.loads(settings_path.read_text())
+            try:
+                saved = json.loads(settings_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise MedsynthError(f"{display(settings_path)}: cannot read ({describe(err)}); choose another output "
+                                    "folder") from None
+            saved = saved if isinstance(saved, dict) else {}
             changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
             if changed:
-                raise MedsynthError(f"{folder}: holds outputs made with other settings ({', '.join(changed)}); "
-                                    "choose another output folder or rerun with the same options")
-        self.rows: list[dict[str, str]] = []
+                raise MedsynthError(f"{display(folder)}: holds outputs made with other settings "
+                                    f"({', '.join(changed)}); choose another output folder or rerun with the same "
+                                    "options")
+        self.rows: dict[str, dict[str, str]] = {}
         self._read(folder / "manifest.csv")
         if part is not None:
             self._read(self._manifest_path)
         write_json(settings_path, settings)
+        self._rewrite_manifest()
 
     @property
     def _manifest_path(self) -> Path:
@@ -61,45 +86,56 @@ class OutputRecord:
         """Add the rows of ``manifest`` whose files exist (a row never outlives its files)."""
         if not manifest.exists():
             return
-        with open(manifest, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                files = [row["output"]] + ([row["label"]] if row["label"] else [])
-                if all(_exists(self.folder, f) for f in files) and not self.done(row["output"]):
-                    self.rows.append(row)
+        for row in read_csv_rows(manifest):
+            if _exists(self.folder, row.get("output")) and (not row.get("label") or _exists(self.folder, row["label"])):
+                self.rows[row["output"]] = {k: row.get(k) or "" for k in COLUMNS}
 
     def done(self, output: str) -> bool:
-        return any(row["output"] == output for row in self.rows)
+        return output in self.rows
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows = [r for r in self.rows if r["output"] != row["output"]] + [
-            {k: "" if row.get(k) is None else str(row[k]) for k in COLUMNS}]
-        self.write()
+        """Record one output whose files are complete: one line appended to the manifest."""
+        clean = {k: "" if row.get(k) is None else display(str(row[k])) for k in COLUMNS}
+        self.rows[clean["output"]] = clean
+        path = self._manifest_path
+        try:
+            if not path.exists() or path.stat().st_size == 0:
+                append_line(path, csv_line(COLUMNS))
+            append_line(path, csv_line([clean[k] for k in COLUMNS]))
+        except OSError as err:
+            raise MedsynthError(f"{display(path)}: cannot write the manifest ({err.strerror or err})") from None
 
-    def merge_parts(self) -> None:
-        """Fold every partial manifest of a distributed run into ``manifest.csv`` and the datalist."""
+    def finish(self) -> None:
+        """Fold every partial manifest of a distributed run in, rewrite ``manifest.csv`` sorted, and
+        write the datalist (``dataset.json``) of every recorded output."""
         self.part = None
         parts = sorted(self.folder.glob(".manifest.*.csv"))
         for path in parts:
             self._read(path)
-        self.write()
+        self._rewrite_manifest(always=True)
+        rows = self._sorted()
+        entries = [{"image": r["output"], **({"label": r["label"]} if r["label"] else {})} for r in rows]
+        try:
+            write_datalist(self.folder, entries, self.description)
+        except OSError as err:
+            raise MedsynthError(f"{display(self.folder)}: cannot write dataset.json ({err.strerror or err})") from None
         for path in parts:
             path.unlink()
 
-    def write(self) -> None:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        rows = sorted(self.rows, key=lambda r: r["output"])
-        writer.writerows(rows)
+    def _sorted(self) -> list[dict[str, str]]:
+        return [self.rows[k] for k in sorted(self.rows)]
+
+    def _rewrite_manifest(self, always: bool = False) -> None:
+        """The manifest as exactly the recorded rows, sorted (drops rows whose files are gone and any damaged line)."""
+        if not always and not self.rows and not self._manifest_path.exists():
+            return
+        text = csv_line(COLUMNS) + "".join(csv_line([r[k] for k in COLUMNS]) for r in self._sorted())
         try:
             with atomic_path(self._manifest_path) as tmp:
-                tmp.write_text(buffer.getvalue(), encoding="utf-8")
-            if self.part is not None:
-                return
-            entries = [{"image": r["output"], **({"label": r["label"]} if r["label"] else {})} for r in rows]
-            write_datalist(self.folder, entries, self.description)
+                tmp.write_text(text, encoding="utf-8")
         except OSError as err:
-            raise MedsynthError(f"{self.folder}: cannot write the manifest ({err.strerror or err})") from None
+            raise MedsynthError(f"{display(self._manifest_path)}: cannot write the manifest "
+                                f"({err.strerror or err})") from None
 
 
 def relative(path: Path, folder: Path) -> str:

@@ -18,10 +18,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from medsynth.data import interpolate_slabs
-from medsynth.errors import MedsynthError
+from medsynth.errors import MedsynthError, check_count, display
 from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
-from medsynth.io.files import is_inside, is_nifti, nifti_stem, prepare_output_dir
+from medsynth.io.files import check_separate, inside_output, is_nifti, nifti_stem, prepare_output_dir
+from medsynth.io.image import MAX_VOXELS
 from medsynth.synthesis.apply import (
+    MAX_BATCH,
     TrainedModel,
     from_model_space,
     output_seed,
@@ -31,6 +33,8 @@ from medsynth.synthesis.apply import (
 )
 
 log = logging.getLogger("medsynth")
+#: largest ``--factor`` accepted (0.25 mm slices from 8 mm ones)
+MAX_FACTOR = 32
 
 
 def restore(
@@ -60,25 +64,35 @@ def restore(
         flips: average over flipped copies of the input (``2 ** dims`` passes); default: the
             model config's ``job.flip_ensemble``.
     """
-    trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
-    trained.require_job(job)
+    check_count("--batch-size", batch_size, MAX_BATCH)
+    if factor is not None:
+        check_count("--factor", factor, MAX_FACTOR)
     input_path, output_path = Path(input_path), Path(output_path)
-    if is_inside(output_path, input_path) or (input_path.is_file() and output_path.resolve() == input_path.resolve()):
-        raise MedsynthError(f"{output_path}: output is inside the input {input_path}; medsynth never writes into "
-                            "its input")
+    check_separate(output_path, [input_path])
     sources = find_images(input_path)
     single_file = input_path.is_file() and is_nifti(input_path) and is_nifti(output_path)
-    if not single_file:
-        prepare_output_dir(output_path, input_path)
+    if not single_file and is_nifti(output_path):
+        raise MedsynthError(f"{display(output_path)}: a NIfTI file name, but {display(input_path)} is a folder or a "
+                            "DICOM series; give an output folder")
+    trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
+    trained.require_job(job)
     options = trained.sampling_options(steps, sampler)
     if flips is not None:
         options["flips"] = flips
+    if single_file:
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        targets = [output_path]
+    else:
+        prepare_output_dir(output_path, input_path)
+        targets = _targets(sources, input_path, output_path)
     written = []
-    for source in tqdm(sources, desc=job.replace("_", "-"), unit="image", disable=not progress or None):
+    for source, target in tqdm(list(zip(sources, targets, strict=True)), desc=job.replace("_", "-"), unit="image",
+                               disable=not progress or None):
         image = source.read()
         result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
                               batch_size=batch_size, factor=factor, options=options)
-        target = output_path if single_file else _target(source, input_path, output_path)
+        if not single_file:
+            target = inside_output(output_path, target.relative_to(output_path))
         if source.series is None:
             written.append(write_nifti(result, target))
         else:
@@ -87,14 +101,32 @@ def restore(
     return written
 
 
-def _target(source: ImageSource, input_path: Path, output_path: Path) -> Path:
-    """Where an output goes: the same path relative to the input folder."""
+def _targets(sources: list[ImageSource], input_path: Path, output_path: Path) -> list[Path]:
+    """Where each output goes: the same path relative to the input folder, NIfTI as ``.nii.gz``.
+
+    Two inputs that would land on one output (``scan.nii`` and ``scan.nii.gz``, or a series
+    named like a file beside it) get distinct names (``scan_2.nii.gz``), with a warning: an
+    output never overwrites another of the same run.
+    """
     base = input_path if input_path.is_dir() else input_path.parent
-    if source.series is None:
-        relative = source.path.relative_to(base)
-        return output_path / relative.parent / f"{nifti_stem(relative)}.nii.gz"
-    location = source.path if source.path.is_dir() else source.path.parent
-    return output_path / location.relative_to(base) / source.name
+    targets, taken = [], set()
+    for source in sources:
+        if source.series is None:
+            relative = source.path.relative_to(base)
+            folder, stem, suffix = relative.parent, nifti_stem(relative), ".nii.gz"
+        else:
+            location = source.path if source.path.is_dir() else source.path.parent
+            folder, stem, suffix = location.relative_to(base), source.name, ""
+        target, count = output_path / folder / f"{stem}{suffix}", 1
+        while str(target).casefold() in taken:  # casefold: one file on case-insensitive file systems
+            count += 1
+            target = output_path / folder / f"{stem}_{count}{suffix}"
+        if count > 1:
+            log.warning("%s: another input has the same output name; writing it to %s", display(source.path),
+                        display(target))
+        taken.add(str(target).casefold())
+        targets.append(target)
+    return targets
 
 
 def restored_axis(trained: TrainedModel) -> int:
@@ -151,6 +183,9 @@ def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: 
     if not low <= factor <= high:
         log.warning("%s: factor %d is outside the factors the model was trained on (%d-%d)", image.name, factor, low,
                     high)
+    if x.size * factor > MAX_VOXELS:
+        raise MedsynthError(f"{image.name}: --factor {factor} would make {x.size * factor} voxels, more than the limit "
+                            f"of {MAX_VOXELS}")
     condition = thick_to_fine(x, axis, factor, trained.config.job.interpolation) if factor > 1 else x
     out = run_on_volume(trained, condition[None], seed=seed, batch_size=batch_size, **options)
     affine = fine_affine(ras_affine(image, space.orientation), axis, factor)

@@ -3,6 +3,7 @@
 ```
 RUN_DIR/
   config.yaml                     resolved config (every default written out)
+  .medsynth.lock                  held by the process training into the run (released on any exit)
   log.csv                         step, losses, learning rate, seconds
   samples/step_0000250.png        condition | sample | real, every train.sample_every steps
   checkpoints/latest              name of the newest complete checkpoint
@@ -19,11 +20,15 @@ safetensors; the trainer state holds only tensors and plain numbers and is loade
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import io
 import json
 import os
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +37,19 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from medsynth.config import from_dict
-from medsynth.errors import MedsynthError, describe
-from medsynth.io.files import atomic_path, write_json
-from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
+from medsynth.errors import MedsynthError, describe, display
+from medsynth.io.files import append_line, atomic_path, folder_lock, write_json
+from medsynth.training.experiment import ExperimentConfig, experiment_from_dict, experiment_to_dict
 
 KEEP_CHECKPOINTS = 2
 CHECKPOINT_FILES = ("model.safetensors", "ema.safetensors", "trainer_state.pt")
 CHECKSUMS = "checksums.json"
+#: what ``checkpoints/latest`` may hold: the name of a checkpoint folder beside it, nothing else
+CHECKPOINT_NAME = re.compile(r"step_\d{7,}")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}"
 
 
 def _sha256(path: Path) -> str:
@@ -86,28 +96,46 @@ class RunDirectory:
             tmp.write_text(yaml.safe_dump(experiment_to_dict(config), sort_keys=False), encoding="utf-8")
 
     def read_config(self) -> ExperimentConfig:
+        """The run's saved config, validated like a new one (a hand-edited file gets a clear error)."""
+        if not self.path.exists():
+            raise MedsynthError(f"{display(self.path)}: no such folder")
         if not self.config_path.exists():
-            raise MedsynthError(f"{self.path}: not a medsynth run directory (no config.yaml)")
+            raise MedsynthError(f"{display(self.path)}: not a medsynth run directory (no config.yaml)")
         try:
             data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
-            raise MedsynthError(f"{self.config_path}: cannot read ({describe(err)})") from None
-        return from_dict(ExperimentConfig, data)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise MedsynthError(f"{display(self.config_path)}: cannot read ({describe(err)})") from None
+        if not isinstance(data, dict):
+            raise MedsynthError(f"{display(self.config_path)}: a config must be a mapping of keys to values")
+        return experiment_from_dict(data, display(self.config_path))
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for one process: a second ``train`` into it stops with a clear error."""
+        with folder_lock(self.path, "run directory"):
+            yield
 
     # checkpoints --------------------------------------------------------------------------------
     def latest_checkpoint(self) -> Path | None:
+        """The checkpoint folder ``checkpoints/latest`` names, checked to be a real ``step_N`` folder of this run."""
         pointer = self.checkpoints / "latest"
         if not pointer.exists():
             return None
-        folder = self.checkpoints / pointer.read_text(encoding="utf-8").strip()
-        if not folder.is_dir() or "/" in folder.name or folder.name.startswith("."):
-            raise MedsynthError(f"{pointer}: points to a missing checkpoint {folder.name!r}")
+        try:
+            name = pointer.read_bytes()[:64].decode("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            name = None
+        if name is None or not CHECKPOINT_NAME.fullmatch(name):
+            raise MedsynthError(f"{display(pointer)}: does not name a checkpoint of this run (expected step_NNNNNNN)")
+        folder = self.checkpoints / name
+        if folder.is_symlink() or not folder.is_dir():
+            raise MedsynthError(f"{display(pointer)}: points to a missing checkpoint {name!r}")
         return folder
 
     def save_checkpoint(self, step: int, model: dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
                         state: dict[str, Any]) -> Path:
         """Write a complete checkpoint for ``step`` and make it the latest; keep the newest two."""
-        name = f"step_{step:07d}"
+        name = checkpoint_name(step)
         target = self.checkpoints / name
         try:
             with atomic_path(target) as tmp:
@@ -141,22 +169,37 @@ class RunDirectory:
 
     # log ----------------------------------------------------------------------------------------
     def truncate_log(self, step: int) -> None:
-        """Drop log rows after ``step`` (written after the checkpoint a resume starts from)."""
+        """Keep the header and the rows up to ``step`` (those a resume from that checkpoint does not
+        repeat); a row cut short by a kill or a full disk, or any other unreadable row, is dropped."""
         if not self.log_path.exists():
             return
-        with open(self.log_path, newline="") as handle:
-            rows = list(csv.reader(handle))
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
-        with atomic_path(self.log_path) as tmp, open(tmp, "w", newline="") as handle:
-            csv.writer(handle).writerows(kept)
+        try:
+            with open(self.log_path, newline="", encoding="utf-8", errors="replace") as handle:
+                rows = list(csv.reader(handle))
+        except OSError as err:
+            raise MedsynthError(f"{display(self.log_path)}: cannot read the log ({describe(err)})") from None
+        header = rows[0] if rows and rows[0][:1] == ["step"] else None
+        kept = [r for r in rows[1:] if header and len(r) == len(header) and _step(r[0]) is not None
+                and _step(r[0]) <= step]
+        try:
+            with atomic_path(self.log_path) as tmp:
+                if header:
+                    tmp.write_text(_csv_text([header, *kept]), encoding="utf-8")
+                else:
+                    tmp.write_text("", encoding="utf-8")
+        except OSError as err:
+            raise MedsynthError(f"{display(self.log_path)}: cannot rewrite the log ({describe(err)})") from None
 
     def append_log(self, row: dict[str, float]) -> None:
-        new = not self.log_path.exists()
-        with open(self.log_path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
+        """Append one row (and the header first, to a new log) in a single write: a kill or a full disk
+        never leaves half a row."""
+        new = not self.log_path.exists() or self.log_path.stat().st_size == 0
+        try:
             if new:
-                writer.writeheader()
-            writer.writerow(row)
+                append_line(self.log_path, _csv_text([list(row)]))
+            append_line(self.log_path, _csv_text([list(row.values())]))
+        except OSError as err:
+            raise MedsynthError(f"{display(self.log_path)}: cannot append to the log ({err.strerror or err})") from None
 
     def read_log(self) -> list[dict[str, float]]:
         if not self.log_path.exists():
@@ -166,6 +209,19 @@ class RunDirectory:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.path / "summary.json", summary)
+
+
+def _step(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _csv_text(rows: list[list]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
 
 
 def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

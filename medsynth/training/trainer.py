@@ -12,6 +12,7 @@ import copy
 import logging
 import math
 import resource
+import shutil
 import signal
 import sys
 import threading
@@ -23,8 +24,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from medsynth.errors import MedsynthError
-from medsynth.io.files import is_leftover, remove_leftovers
+from medsynth.errors import MedsynthError, display
+from medsynth.io.files import check_separate, is_bookkeeping, remove_leftovers
 from medsynth.models import StepContext, Synthesizer, build_synthesizer
 from medsynth.training.dataset import PatchSampler, Volume, make_condition, training_sources
 from medsynth.training.distributed import Ranks
@@ -156,6 +157,7 @@ class Trainer:
         if self.ranks.world_size > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.ranks.local_rank)
         self.progress = progress and self.ranks.is_main
+        check_separate(self.run.path, [config.data.images, config.data.labels], "run directory")
         if resume:
             saved = self.run.read_config()
             requested = experiment_to_dict(config)
@@ -167,12 +169,18 @@ class Trainer:
                                     "only train.steps may change on --resume")
             saved.train.steps = config.train.steps
             config = saved
-        elif self.run.exists() or (self.run.path.exists() and any(not is_leftover(p) for p in self.run.path.iterdir())):
-            raise MedsynthError(f"{self.run.path}: run directory exists and is not empty; use --resume to continue "
-                                "it or choose another --out")
+        else:
+            self._check_fresh()
         self.ranks.barrier()  # every rank has checked the run directory before rank 0 writes to it
         self.config = config
         self.resume = resume
+
+    def _check_fresh(self) -> None:
+        """A new run needs an empty (or missing) directory: medsynth's own bookkeeping files aside."""
+        if self.run.exists() or (self.run.path.is_dir() and any(not is_bookkeeping(p)
+                                                                for p in self.run.path.iterdir())):
+            raise MedsynthError(f"{display(self.run.path)}: run directory exists and is not empty; use --resume to "
+                                "continue it or choose another --out")
 
     # building ------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -270,7 +278,25 @@ class Trainer:
 
     # the loop ------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.steps``; returns (and saves as ``summary.json``) timing and memory figures."""
+        """Train to ``train.steps``; returns (and saves as ``summary.json``) timing and memory figures.
+
+        The run directory is locked for the whole run (a second ``train`` into it stops with an
+        error); a new run that fails before its config is written leaves no directory behind.
+        """
+        if not self.ranks.is_main:
+            return self._fit()
+        created = not self.run.path.exists()
+        with self.run.lock():
+            try:
+                if not self.resume:
+                    self._check_fresh()  # again, now that no other process can start in between
+                return self._fit()
+            except BaseException:
+                if created and not self.run.exists():
+                    shutil.rmtree(self.run.path, ignore_errors=True)
+                raise
+
+    def _fit(self) -> dict[str, Any]:
         self._build()
         main = self.ranks.is_main
         if main:
@@ -284,6 +310,7 @@ class Trainer:
                 self.run.truncate_log(start_step)
             log.info("resuming %s at step %d", self.run.path, start_step)
         elif main:
+            self.run.truncate_log(0)  # a resumed run that never reached a checkpoint starts its log again
             self.run.write_config(self.config)
         ranks = self.ranks
         context = StepContext(self.generator, self.device, self._autocast, self._optimize, ranks.rank,

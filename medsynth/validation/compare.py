@@ -38,6 +38,7 @@ from medsynth.synthesis.labels import deform_label
 from medsynth.training import RunDirectory, Trainer
 from medsynth.training.dataset import load_volumes, split_holdout
 from medsynth.training.experiment import ExperimentConfig, experiment_from_dict, experiment_to_dict, load_experiment
+from medsynth.training.run_dir import checkpoint_name
 from medsynth.training.trainer import resolve_device
 from medsynth.validation.features import FeatureExtractor, load_feature_extractor, train_feature_network
 from medsynth.validation.metrics import ms_ssim_diversity
@@ -175,7 +176,7 @@ def _train_or_take(name: str, experiment: ExperimentConfig, out: Path, runs: dic
     run = out / "runs" / name
     log.info("training %s (%s, %d steps) into %s", name, experiment.family, experiment.train.steps, run)
     finished = RunDirectory(run).latest_checkpoint()
-    if finished is None or finished.name != f"step_{experiment.train.steps:07d}":
+    if finished is None or finished.name != checkpoint_name(experiment.train.steps):
         Trainer(experiment, run, device=device, resume=RunDirectory(run).exists()).fit()
     return run
 
@@ -282,7 +283,8 @@ def compare(config: CompareConfig | str | os.PathLike, out: str | os.PathLike, *
                             f"({', '.join(config.experiments)})")
     experiments = _experiments(config)
     target = resolve_device(device)
-    out = prepare_output_dir(out)
+    inputs = [path for e in experiments.values() for path in (e.data.images, e.data.labels)] + list(runs.values())
+    out = prepare_output_dir(out, *inputs)
     began = time.perf_counter()
     first = next(iter(experiments.values()))
     from medsynth.data.samples import TISSUE_CLASSES

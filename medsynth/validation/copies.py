@@ -3,6 +3,7 @@ training images are to each other? (The memorization metric, applied to one outp
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -28,8 +29,8 @@ def near_copy_check(run_dir: str | os.PathLike, threshold: float = 0.5):
     closest slice (2D models) or volume (3D) lies nearer a training one than ``threshold`` times
     that training image's distance to its own nearest neighbour. Returns the ratio when flagged.
     """
-    if not threshold > 0:
-        raise MedsynthError(f"--copy-threshold: must be positive, got {threshold}")
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise MedsynthError(f"--copy-threshold {threshold}: must be a positive number")
     config = RunDirectory(run_dir).read_config()
     train, _ = split_holdout(load_volumes(config.data, config.spatial_dims), config.data.holdout)
     axis = config.data.slice_axis

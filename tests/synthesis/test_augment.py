@@ -148,7 +148,7 @@ def test_variations_keep_the_real_label(tmp_path, runs, dicom_with_labels):
     ("inside_input", "inside the input"),
     ("gan_variations", "need a diffusion model"),
     ("label_values", "outside the 3 classes"),
-    ("missing_model", "not a medsynth run directory"),
+    ("missing_model", "no such folder"),
 ])
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, runs, dicom_with_labels, case, message):
     images, labels, model = dicom_with_labels / "images", dicom_with_labels / "labels", runs["diffusion"]

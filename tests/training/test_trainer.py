@@ -171,9 +171,11 @@ def test_bad_training_data(tmp_path, setup, overrides, message):
 
 def test_run_directory_refuses_a_missing_checkpoint(tmp_path):
     run = RunDirectory(tmp_path / "r")
-    with pytest.raises(MedsynthError, match="not a medsynth run directory"):
+    with pytest.raises(MedsynthError, match="no such folder"):
         run.read_config()
     (tmp_path / "r" / "checkpoints").mkdir(parents=True)
+    with pytest.raises(MedsynthError, match="not a medsynth run directory"):
+        run.read_config()
     (tmp_path / "r" / "checkpoints" / "latest").write_text("step_0000009\n")
     with pytest.raises(MedsynthError, match="missing checkpoint"):
         run.load_checkpoint()
