@@ -9,6 +9,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -241,6 +242,30 @@ def remove_leftovers(folder: str | os.PathLike) -> int:
     return len(leftovers)
 
 
+def read_small_text(path: str | os.PathLike, limit: int = 1 << 20) -> str:
+    """The UTF-8 text of a small regular file medsynth wrote (a config, a pointer, a settings file).
+
+    A FIFO, device or oversized file planted in its place is refused before it is opened, so
+    reading never blocks or fills memory.
+
+    Raises:
+        MedsynthError: missing, not a regular file, larger than ``limit`` bytes, or not UTF-8.
+    """
+    path = Path(path)
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise MedsynthError(f"{display(path)}: not a regular file")
+        if info.st_size > limit:
+            raise MedsynthError(f"{display(path)}: {info.st_size} bytes, more than the {limit} expected")
+        with open(path, "rb") as handle:
+            return handle.read(limit + 1)[:limit].decode("utf-8")
+    except OSError as err:
+        raise MedsynthError(f"{display(path)}: cannot read ({err.strerror or err})") from None
+    except UnicodeDecodeError:
+        raise MedsynthError(f"{display(path)}: not UTF-8 text") from None
+
+
 def strict_json(data: Any) -> Any:
     """``data`` with every non-finite float replaced by ``None``: JSON has no NaN or Infinity."""
     if isinstance(data, float):
@@ -270,7 +295,8 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         OSError: the line could not be written (the file is as it was).
     """
     data = (line.rstrip("\n") + "\n").encode("utf-8", "backslashreplace")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    # O_NOFOLLOW: a log or manifest replaced by a symlink (to a file outside the folder) is refused, not appended to
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     try:
         start = os.fstat(fd).st_size
         try:

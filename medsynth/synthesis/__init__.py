@@ -1,4 +1,4 @@
-"""Synthesis pipelines: apply a trained model to folders of real images (layer 5 of DESIGN.md)."""
+"""Synthesis pipelines: apply a trained model to folders of real images (the synthesis layer of docs/architecture.md)."""
 
 from medsynth.synthesis.apply import TrainedModel, run_on_volume
 from medsynth.synthesis.augment import augment, synthesize

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medsynth.errors import MedsynthError, describe, display
-from medsynth.io.files import append_line, atomic_path, write_datalist, write_json
+from medsynth.io.files import append_line, atomic_path, read_small_text, write_datalist, write_json
 
 COLUMNS = ["output", "label", "source", "model", "family", "job", "seed", "sampler", "steps", "seconds"]
 
@@ -61,8 +61,8 @@ class OutputRecord:
         settings_path = folder / "settings.json"
         if settings_path.exists():
             try:
-                saved = json.loads(settings_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as err:
+                saved = json.loads(read_small_text(settings_path))
+            except ValueError as err:
                 raise MedsynthError(f"{display(settings_path)}: cannot read ({describe(err)}); choose another output "
                                     "folder") from None
             saved = saved if isinstance(saved, dict) else {}

@@ -38,7 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from medsynth.errors import MedsynthError, describe, display
-from medsynth.io.files import append_line, atomic_path, folder_lock, write_json
+from medsynth.io.files import append_line, atomic_path, folder_lock, read_small_text, write_json
 from medsynth.training.experiment import ExperimentConfig, experiment_from_dict, experiment_to_dict
 
 KEEP_CHECKPOINTS = 2
@@ -67,7 +67,7 @@ def _verify(folder: Path) -> None:
     if not listing.exists():
         return
     try:
-        expected = json.loads(listing.read_text(encoding="utf-8"))
+        expected = json.loads(read_small_text(listing, 1 << 16))
         for name in CHECKPOINT_FILES:
             if _sha256(folder / name) != expected[name]:
                 raise MedsynthError(f"{folder / name}: checksum mismatch (the checkpoint was corrupted or changed "
@@ -102,8 +102,8 @@ class RunDirectory:
         if not self.config_path.exists():
             raise MedsynthError(f"{display(self.path)}: not a medsynth run directory (no config.yaml)")
         try:
-            data = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            data = yaml.safe_load(read_small_text(self.config_path))
+        except yaml.YAMLError as err:
             raise MedsynthError(f"{display(self.config_path)}: cannot read ({describe(err)})") from None
         if not isinstance(data, dict):
             raise MedsynthError(f"{display(self.config_path)}: a config must be a mapping of keys to values")
@@ -122,8 +122,8 @@ class RunDirectory:
         if not pointer.exists():
             return None
         try:
-            name = pointer.read_bytes()[:64].decode("ascii").strip()
-        except (OSError, UnicodeDecodeError):
+            name = read_small_text(pointer, 64).strip()
+        except MedsynthError:
             name = None
         if name is None or not CHECKPOINT_NAME.fullmatch(name):
             raise MedsynthError(f"{display(pointer)}: does not name a checkpoint of this run (expected step_NNNNNNN)")
@@ -157,7 +157,11 @@ class RunDirectory:
         """``(model, ema, trainer_state)`` of ``folder`` (default: the latest)."""
         folder = folder or self.latest_checkpoint()
         if folder is None:
-            raise MedsynthError(f"{self.path}: run has no checkpoint yet")
+            raise MedsynthError(f"{display(self.path)}: run has no checkpoint yet")
+        for name in CHECKPOINT_FILES:  # a planted symlink (to /dev/zero, or to another run) is not read
+            path = folder / name
+            if path.is_symlink() or not path.is_file():
+                raise MedsynthError(f"{display(path)}: missing, or not a regular file")
         _verify(folder)
         try:
             model = load_file(folder / "model.safetensors")

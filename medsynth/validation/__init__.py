@@ -1,5 +1,5 @@
 """Validation: metrics that compare synthetic with real data, the feature network, the
-downstream-segmentation experiment, and the comparison report (layer 6 of DESIGN.md)."""
+downstream-segmentation experiment, and the comparison report (the validation layer of docs/architecture.md)."""
 
 from medsynth.validation.compare import CompareConfig, compare, load_compare_config
 from medsynth.validation.features import FeatureExtractor, load_feature_extractor, train_feature_network
