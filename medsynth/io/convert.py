@@ -91,7 +91,7 @@ def convert(
             if label is not None:
                 entry["label"] = f"labels/{source.name}.nii.gz"
                 write_nifti(label, staging / entry["label"])
-            entry["source"] = os.path.relpath(source.path, input_root)
+            entry["source"] = display(os.path.relpath(source.path, input_root))  # JSON-safe text for any file name
             entry["modality"] = str(image.meta.get("modality", "unknown"))
             entries.append(entry)
         if not entries:

@@ -12,17 +12,34 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.filereader import read_dataset, read_partial, read_preamble
+from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from medsynth.errors import MedsynthError, describe
 from medsynth.io.files import safe_name
-from medsynth.io.image import MAX_VOXELS, MedicalImage, check_affine, check_voxels
+from medsynth.io.image import (
+    MAX_HEADER_BYTES,
+    MAX_VOXELS,
+    MedicalImage,
+    as_float32,
+    check_affine,
+    check_position,
+    check_regular_file,
+    check_spacing,
+    check_voxels,
+    file_problem,
+)
 
 log = logging.getLogger("medsynth")
 
@@ -77,16 +94,177 @@ class DicomScan:
 
 
 #: every header element medsynth reads, converted while scanning so that corrupt values are reported there
-HEADER_KEYWORDS = ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "PixelSpacing", "ImagerPixelSpacing",
-                   "ImageOrientationPatient", "ImagePositionPatient", "SliceThickness", "SpacingBetweenSlices",
-                   "RescaleSlope", "RescaleIntercept", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber",
-                   "Modality", "SOPClassUID")
+HEADER_KEYWORDS = ("Rows", "Columns", "NumberOfFrames", "SamplesPerPixel", "BitsAllocated", "PixelSpacing",
+                   "ImagerPixelSpacing", "ImageOrientationPatient", "ImagePositionPatient", "SliceThickness",
+                   "SpacingBetweenSlices", "RescaleSlope", "RescaleIntercept", "SeriesInstanceUID",
+                   "SeriesDescription", "SeriesNumber", "Modality", "SOPClassUID")
+
+
+#: (7FE0,0008) Float Pixel Data, (7FE0,0009) Double Float Pixel Data, (7FE0,0010) Pixel Data
+PIXEL_TAGS = frozenset({0x7FE00008, 0x7FE00009, 0x7FE00010})
+UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+class _Refused(Exception):
+    """A DICOM element or inflated data set beyond medsynth's limits; the message says which."""
+
+
+#: pydicom's ``stop_when`` callback: (tag, VR, value length) -> stop before this element
+StopWhen = Callable[[BaseTag, str | None, int], bool]
+
+
+def _element_guard(pixel_bytes: int | None, stop_at_group: int | None = None) -> StopWhen:
+    """A pydicom ``stop_when`` callback that refuses elements longer than their limit before they are read.
+
+    Pixel data may hold ``pixel_bytes`` plus ``MAX_HEADER_BYTES``; any other element
+    ``MAX_HEADER_BYTES``. With ``pixel_bytes=None`` parsing stops at the pixel data; with
+    ``stop_at_group`` it stops at the first element of another group (the file meta group).
+    """
+    def stop_when(tag: BaseTag, vr: str | None, length: int) -> bool:
+        if stop_at_group is not None and tag >> 16 != stop_at_group:
+            return True
+        if tag in PIXEL_TAGS:
+            if pixel_bytes is None:
+                return True
+            limit = pixel_bytes + MAX_HEADER_BYTES
+        else:
+            limit = MAX_HEADER_BYTES
+        if length != UNDEFINED_LENGTH and length > limit:
+            raise _Refused(f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length} bytes, more than the "
+                           f"{limit}-byte limit (corrupt or hostile file)")
+        return False
+
+    return stop_when
+
+
+class _Inflated:
+    """The data set of a deflated DICOM file, inflated in bounded chunks as the parser reads it.
+
+    pydicom inflates a deflated file's whole data set in one ``zlib.decompress`` call, so a few MB
+    can become GBs before any check. This stream inflates only as far as the parser reads (a header
+    scan stops at the pixel data) and refuses to go past ``limit`` bytes. It keeps the last
+    ``KEEP`` bytes for pydicom's short rewinds; seeking further back starts the inflation again.
+    """
+
+    CHUNK = 1 << 16
+    KEEP = 1 << 20
+
+    def __init__(self, fp: BinaryIO, limit: int, name: str) -> None:
+        self._fp, self._start, self._limit, self.name = fp, fp.tell(), limit, name
+        self.refused: str | None = None
+        self._pos = 0
+        self._restart()
+
+    def _restart(self) -> None:
+        self._fp.seek(self._start)
+        self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        self._window = bytearray()  # inflated bytes from stream offset self._window_start on
+        self._window_start = 0
+        self._done = False
+
+    def _fill(self, end: int) -> None:
+        """Inflate until the window reaches ``end`` or the data ends; refuse data beyond the limit."""
+        end = min(end, self._limit + 1)  # one byte past the limit tells whether there is more
+        while self._window_start + len(self._window) < end and not self._done:
+            data = self._inflater.unconsumed_tail or self._fp.read(self.CHUNK)
+            out = self._inflater.decompress(data, self.CHUNK)
+            self._window += out
+            self._done = self._inflater.eof or not (out or data)
+            drop = self._pos - self.KEEP - self._window_start
+            if drop > 0:
+                del self._window[:drop]
+                self._window_start += drop
+        if self._window_start + len(self._window) > self._limit:
+            self.refused = (f"deflated data set inflates to more than {self._limit} bytes, beyond what its image can "
+                            "need (corrupt or hostile file)")
+            raise _Refused(self.refused)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._pos < self._window_start:
+            self._restart()
+        end = self._limit + 1 if size is None or size < 0 else self._pos + size
+        self._fill(end)
+        start = self._pos - self._window_start
+        data = bytes(self._window[start:end - self._window_start]) if start < len(self._window) else b""
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_END:
+            self._fill(self._limit + 1)
+            base = self._window_start + len(self._window)
+        else:
+            base = self._pos if whence == os.SEEK_CUR else 0
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+class _Capped:
+    """A file whose reads never ask for more than it holds: pydicom passes corrupt element lengths
+    straight to ``read``, and Python allocates the size asked for before reading."""
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self._fp, self.name, self._size = fp, fp.name, os.fstat(fp.fileno()).st_size
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return self._fp.read()
+        return self._fp.read(max(0, min(size, self._size - self._fp.tell())))
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._fp.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fp.tell()
+
+
+def _read_dicom(path: Path, pixel_bytes: int | None = None) -> FileDataset:
+    """Parse ``path`` with pydicom within bounds: up to its pixel data, or whole with ``pixel_bytes``.
+
+    Elements longer than ``MAX_HEADER_BYTES`` (pixel data: ``pixel_bytes + MAX_HEADER_BYTES``) are
+    refused before they are read, and no read asks for more than the file holds. A deflated file
+    (transfer syntax 1.2.840.10008.1.2.1.99) is inflated as it is parsed, never past
+    ``MAX_HEADER_BYTES`` plus ``pixel_bytes``. Only regular files are opened.
+
+    Raises:
+        MedsynthError: ``path`` is not a regular file.
+        _Refused: an element or the inflated data beyond its limit.
+        Exception: whatever pydicom raises for a file it cannot parse.
+    """
+    check_regular_file(path)
+    force = path.suffix.lower() == ".dcm"
+    with open(path, "rb") as fp:
+        try:
+            preamble = read_preamble(fp, False)
+            meta = read_dataset(_Capped(fp), False, True, stop_when=_element_guard(None, stop_at_group=0x0002))
+        except InvalidDicomError:  # no DICM prefix: pydicom guesses the encoding (with force)
+            preamble, meta = None, Dataset()
+        if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+            fp.seek(0)
+            return read_partial(_Capped(fp), stop_when=_element_guard(pixel_bytes), force=force)
+        stream = _Inflated(fp, MAX_HEADER_BYTES + (pixel_bytes or 0), str(path))
+        try:
+            dataset = read_dataset(stream, False, True, stop_when=_element_guard(pixel_bytes))
+        except Exception:
+            if stream.refused:  # pydicom rewraps some errors inside sequences
+                raise _Refused(stream.refused) from None
+            raise
+    ds = FileDataset(str(path), dataset, preamble, FileMetaDataset(meta), False, True)
+    ds.set_original_encoding(False, True, dataset.original_character_set)
+    return ds
 
 
 def looks_like_dicom(path: Path) -> bool:
-    """True for files with the ``DICM`` magic at byte 128, or named ``*.dcm``."""
+    """True for files with the ``DICM`` magic at byte 128, or named ``*.dcm``; never opens a non-regular file."""
     if path.suffix.lower() == ".dcm":
         return True
+    if file_problem(path):
+        return False
     try:
         with open(path, "rb") as handle:
             head = handle.read(132)
@@ -108,13 +286,13 @@ def scan_dicom(paths: list[Path]) -> DicomScan:
         if not looks_like_dicom(path):
             continue
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, force=path.suffix.lower() == ".dcm")
+            ds = _read_dicom(path)
             for keyword in HEADER_KEYWORDS:  # pydicom converts values on first access: a corrupt one fails here
                 ds.get(keyword)
             is_image = "Rows" in ds and "Columns" in ds
             if is_image:
                 int(ds.Rows), int(ds.Columns), int(ds.get("NumberOfFrames", 1) or 1)
-                int(ds.get("SamplesPerPixel", 1) or 1)
+                int(ds.get("SamplesPerPixel", 1) or 1), int(ds.get("BitsAllocated", 16) or 16)
             sop_class = str(ds.get("SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
         except Exception as err:  # pydicom raises many types on corrupt headers
             unreadable[path] = describe(err)
@@ -167,6 +345,8 @@ def _slice_geometry(ds: Dataset, path: Path) -> _SliceGeometry | None:
         raise MedsynthError(f"{path}: PixelSpacing is missing")
     if np.any(spacing <= 0):
         raise MedsynthError(f"{path}: PixelSpacing must be positive, got {spacing.tolist()}")
+    check_spacing(spacing, str(path), "PixelSpacing")
+    check_position(position, str(path), "ImagePositionPatient")
     row, col = orientation[:3], orientation[3:]
     if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2 or abs(row @ col) > 1e-2:
         raise MedsynthError(f"{path}: ImageOrientationPatient is not two orthogonal unit vectors "
@@ -229,6 +409,7 @@ def read_dicom_series(series: DicomSeries) -> MedicalImage:
         if spacing is None:
             spacing = _floats(headers[0], "ImagerPixelSpacing", 2, files[0])
         spacing = np.ones(2) if spacing is None else spacing
+        check_spacing(spacing, str(files[0]), "PixelSpacing")
         geometries = [_SliceGeometry(np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), spacing, np.zeros(3))]
     orientations = [np.concatenate([g.row_cosine, g.column_cosine]) for g in geometries]
     _check_same(series, "ImageOrientationPatient", orientations, lambda v: np.round(v, 5).tolist())
@@ -253,9 +434,9 @@ def read_dicom_series(series: DicomSeries) -> MedicalImage:
         _check_even(series.name, files, distances)
 
     slices, kept = [], []
-    for index, path in enumerate(files):
+    for index, (path, ds) in enumerate(zip(files, headers, strict=True)):
         try:
-            slices.append(_pixels(path))
+            slices.append(_pixels(path, ds))
             kept.append(index)
         except MedsynthError as err:
             if len(files) == 1:
@@ -308,22 +489,33 @@ def _single_slice_thickness(ds: Dataset, path: Path) -> float:
     for keyword in ("SpacingBetweenSlices", "SliceThickness"):
         values = _floats(ds, keyword, 1, path)
         if values is not None and values[0] > 0:
+            check_spacing(values, str(path), keyword)
             return float(values[0])
     return 1.0
 
 
-def _pixels(path: Path) -> np.ndarray:
-    """Decoded, rescaled pixels of one file, transposed to ``(columns, rows)``, float32."""
+def _pixels(path: Path, header: Dataset) -> np.ndarray:
+    """Decoded, rescaled pixels of one file, transposed to ``(columns, rows)``, float32.
+
+    ``header`` is the file's scanned header: its Rows, Columns and BitsAllocated bound how much
+    pixel data the file may hold (and inflate to) before anything is read.
+    """
+    bits = min(max(int(header.get("BitsAllocated", 16) or 16), 1), 64)
+    pixel_bytes = int(header.Rows) * int(header.Columns) * ((bits + 7) // 8)
     try:
-        ds = pydicom.dcmread(path, force=path.suffix.lower() == ".dcm")
+        ds = _read_dicom(path, pixel_bytes)
+        if not any(tag in ds for tag in PIXEL_TAGS):
+            raise ValueError("no pixel data")
         pixels = ds.pixel_array
+    except MedsynthError:
+        raise
     except Exception as err:
         raise MedsynthError(f"{path}: cannot decode pixel data ({describe(err)})") from None
     if pixels.ndim != 2 or pixels.shape != (int(ds.Rows), int(ds.Columns)):
         raise MedsynthError(f"{path}: pixel data shape {pixels.shape} does not match Rows x Columns")
     slope = _floats(ds, "RescaleSlope", 1, path)
     intercept = _floats(ds, "RescaleIntercept", 1, path)
-    out = pixels.astype(np.float32)
+    out = as_float32(pixels, str(path))
     if slope is not None and slope[0] != 1:
         out *= np.float32(slope[0])
     if intercept is not None and intercept[0] != 0:

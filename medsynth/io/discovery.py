@@ -10,7 +10,7 @@ from pathlib import Path
 from medsynth.errors import MedsynthError
 from medsynth.io.dicom_read import DicomSeries, read_dicom_series, scan_dicom
 from medsynth.io.files import is_nifti, nifti_stem, safe_name, unique_names
-from medsynth.io.image import MedicalImage
+from medsynth.io.image import MedicalImage, check_regular_file, file_problem
 from medsynth.io.nifti import read_nifti
 
 log = logging.getLogger("medsynth")
@@ -25,28 +25,49 @@ class ImageSource:
             description).
         path: the NIfTI file, or the DICOM series' folder (its file, for a one-file series).
         series: the DICOM series (``None`` for NIfTI).
+        label: a label map (set by :func:`~medsynth.io.pairing.pair_labels`): NIfTI values are read
+            exactly, in their stored integer type, instead of as float32.
     """
 
     name: str
     path: Path
     series: DicomSeries | None = None
+    label: bool = False
 
     @property
     def format(self) -> str:
         return "nifti" if self.series is None else "dicom"
 
     def read(self) -> MedicalImage:
-        image = read_nifti(self.path) if self.series is None else read_dicom_series(self.series)
+        image = read_nifti(self.path, exact=self.label) if self.series is None else read_dicom_series(self.series)
         image.meta["name"] = self.name
         return image
 
 
 def _walk(root: Path) -> list[Path]:
-    """All regular files below ``root`` in a stable order, hidden files and folders skipped."""
+    """All regular files below ``root`` in a stable order, hidden files and folders skipped.
+
+    Symbolic links to files are followed; links to folders are not (``os.walk``'s default), so a
+    link loop cannot make the walk endless. FIFOs, devices, sockets and broken links (or links to
+    them) are skipped with a warning: opening one would block or never end. Unreadable folders
+    are skipped with a warning.
+    """
     found = []
-    for folder, subfolders, files in os.walk(root):
+
+    def unreadable(err: OSError) -> None:
+        log.warning("%s: skipped unreadable folder (%s)", err.filename, err.strerror or err)
+
+    for folder, subfolders, files in os.walk(root, onerror=unreadable):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        found.extend(Path(folder) / f for f in sorted(files) if not f.startswith("."))
+        for name in sorted(files):
+            path = Path(folder) / name
+            if name.startswith("."):
+                continue
+            problem = file_problem(path)
+            if problem:
+                log.warning("%s: skipped, it %s", path, problem)
+            else:
+                found.append(path)
     return found
 
 
@@ -55,15 +76,19 @@ def find_images(path: str | os.PathLike) -> list[ImageSource]:
 
     DICOM files are recognised by content (``DICM`` magic) or a ``.dcm`` suffix and grouped by
     SeriesInstanceUID, wherever they lie. Files that look like DICOM but cannot be parsed are
-    reported as warnings (their series is then checked for gaps when read).
+    reported as warnings (their series is then checked for gaps when read). Only regular files
+    are read: FIFOs, devices and sockets in a folder are skipped with a warning, and symbolic
+    links to folders are not followed.
 
     Raises:
-        MedsynthError: ``path`` does not exist, or holds no image.
+        MedsynthError: ``path`` does not exist, is a file but not a regular one, or holds no image.
     """
     root = Path(path)
     if not root.exists():
         raise MedsynthError(f"{root}: no such file or folder")
-    files = [root] if root.is_file() else _walk(root)
+    if not root.is_dir():
+        check_regular_file(root)
+    files = [root] if not root.is_dir() else _walk(root)
     nifti_files = [f for f in files if is_nifti(f)]
     scan = scan_dicom([f for f in files if not is_nifti(f)])
     for bad, reason in scan.unreadable.items():

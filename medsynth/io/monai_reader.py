@@ -10,6 +10,7 @@ import torch
 from monai.data import ImageReader, MetaTensor
 from monai.utils import MetaKeys, SpaceKeys, ensure_tuple
 
+from medsynth.errors import MedsynthError
 from medsynth.io.discovery import read_image
 from medsynth.io.files import is_nifti
 from medsynth.io.image import MedicalImage
@@ -57,8 +58,8 @@ class MedsynthReader(ImageReader):
         first = images[0]
         for other in images[1:]:
             if other.array.shape != first.array.shape or not np.allclose(other.affine, first.affine, atol=1e-3):
-                raise ValueError(f"{other.meta.get('source')}: grid differs from {first.meta.get('source')}; "
-                                 "cannot stack them as channels")
+                raise MedsynthError(f"{other.meta.get('source')}: grid differs from {first.meta.get('source')}; "
+                                    "cannot stack them as channels")
         meta = monai_meta(first)
         meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = float("nan") if len(images) == 1 else 0
         array = first.array if len(images) == 1 else np.stack([i.array for i in images], axis=0)

@@ -77,3 +77,25 @@ def test_failed_write_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(MedsynthError, match="No space left"):
         write_nifti(MedicalImage(np.ones((2, 2, 2), np.float32), np.eye(4)), target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.nii.gz"] and target.read_bytes() == before
+
+
+@pytest.mark.parametrize("values, dtype, kept", [
+    ([0, 70_000], None, np.uint32), ([0, 3_000_000_000], None, np.uint32), ([-5, 40_000], None, np.int32),
+    ([0, 65_535], np.uint16, np.uint16),
+])
+def test_write_nifti_keeps_integer_values(tmp_path, values, dtype, kept):
+    array = np.array(values * 2, np.int64).reshape(2, 2)
+    path = write_nifti(MedicalImage(array, np.eye(4)), tmp_path / "x.nii.gz", dtype=dtype)
+    written = nib.load(path)
+    assert written.get_data_dtype() == kept
+    np.testing.assert_array_equal(np.asarray(written.dataobj), array)
+
+
+@pytest.mark.parametrize("values, dtype", [
+    (np.array([0, 70_000]), np.int16), (np.array([0, 2**40]), None), (np.array([0.5, 1.0]), np.uint8),
+    (np.array([0, 2**24 + 1]), np.float32), (np.array([1e300, 0.0]), np.float32), (np.array([np.nan, 1.0]), np.uint8),
+])
+def test_write_nifti_refuses_values_its_type_would_change(tmp_path, values, dtype):
+    with pytest.raises(MedsynthError, match="x.nii.gz.*without changing them|x.nii.gz.*fit no NIfTI"):
+        write_nifti(MedicalImage(np.tile(values, (2, 1)), np.eye(4)), tmp_path / "x.nii.gz", dtype=dtype)
+    assert not (tmp_path / "x.nii.gz").exists()

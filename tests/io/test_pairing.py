@@ -48,3 +48,12 @@ def test_check_label_refuses(label, classes, message):
     with pytest.raises(MedsynthError, match=message) as err:
         check_label(label, image, num_classes=classes)
     assert "lab.nii.gz" in str(err.value)
+
+
+def test_label_values_keep_their_value_and_too_large_ones_are_refused():
+    image = MedicalImage(np.zeros((2, 2, 1), np.float32), np.eye(4))
+    for value, dtype in [(255, np.uint8), (70_000, np.int32), (3_000_000_000, np.int64)]:
+        label = check_label(MedicalImage(np.array([[[0], [value]], [[1], [2]]], np.float64), np.eye(4)), image)
+        assert label.array.dtype == dtype and label.array.max() == value
+    with pytest.raises(MedsynthError, match="larger than the largest label"):
+        check_label(MedicalImage(np.full((2, 2, 1), 2.0**33), np.eye(4), {"source": "lab.nii"}), image)
