@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import reprlib
+from typing import Any
 
 
 class MedsynthError(Exception):
@@ -29,3 +31,23 @@ def check_count(option: str, value: int, maximum: int) -> int:
 def display(path: str | os.PathLike) -> str:
     """A path (or message) as printable text: bytes that are not UTF-8 (surrogate escapes) become U+FFFD."""
     return os.fspath(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlong = 40
+
+
+def short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message: bounded in time and cut to ``limit`` characters."""
+    text = _repr.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def shown(text: str | os.PathLike, limit: int = 200) -> str:
+    """A path, name or message as an error shows it: cut to ``limit`` characters, and escaped when
+    it has odd characters (a newline, a NUL byte)."""
+    text = os.fspath(text)
+    if not text.isprintable():
+        return short(text, limit)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

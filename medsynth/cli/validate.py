@@ -37,7 +37,7 @@ def validate(
                            "real training images.")] = None,
     dims: Annotated[int, typer.Option("--dims", help="2: compare axial slices; 3: compare whole volumes.")] = 2,
     feature_steps: Annotated[int, typer.Option(
-        "--feature-steps", help="Training steps of medsynth's feature network.")] = 300,
+        "--feature-steps", help="Training steps of medsynth's feature network (1 to 1,000,000).")] = 300,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Measure how close SYNTH_DIR is to REAL_DIR: FID/KID, precision/recall, density/coverage, MS-SSIM

@@ -27,7 +27,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from medsynth.errors import MedsynthError, describe
-from medsynth.io.files import safe_name
+from medsynth.io.files import check_regular_file, file_problem, safe_name
 from medsynth.io.image import (
     MAX_HEADER_BYTES,
     MAX_VOXELS,
@@ -35,10 +35,8 @@ from medsynth.io.image import (
     as_float32,
     check_affine,
     check_position,
-    check_regular_file,
     check_spacing,
     check_voxels,
-    file_problem,
 )
 
 log = logging.getLogger("medsynth")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from medsynth.errors import MedsynthError
 from medsynth.io.dicom_read import DicomSeries, read_dicom_series, scan_dicom
-from medsynth.io.files import is_nifti, nifti_stem, safe_name, unique_names
-from medsynth.io.image import MedicalImage, check_regular_file, file_problem
+from medsynth.io.files import check_regular_file, file_problem, is_nifti, nifti_stem, safe_name, unique_names
+from medsynth.io.image import MedicalImage
 from medsynth.io.nifti import read_nifti
 
 log = logging.getLogger("medsynth")
@@ -65,7 +65,7 @@ def _walk(root: Path) -> list[Path]:
                 continue
             problem = file_problem(path)
             if problem:
-                log.warning("%s: skipped, it %s", path, problem)
+                log.warning("%s: skipped, %s", path, problem)
             else:
                 found.append(path)
     return found

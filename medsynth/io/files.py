@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from medsynth.errors import MedsynthError, display
+from medsynth.errors import MedsynthError, display, shown
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 MAX_NAME_LENGTH = 64
@@ -242,28 +242,84 @@ def remove_leftovers(folder: str | os.PathLike) -> int:
     return len(leftovers)
 
 
-def read_small_text(path: str | os.PathLike, limit: int = 1 << 20) -> str:
-    """The UTF-8 text of a small regular file medsynth wrote (a config, a pointer, a settings file).
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
-    A FIFO, device or oversized file planted in its place is refused before it is opened, so
-    reading never blocks or fills memory.
+
+def file_problem(path: str | os.PathLike, info: os.stat_result | None = None) -> str | None:
+    """Why ``path`` must not be opened as a file to read (``None`` for a regular file).
+
+    Symbolic links are followed; a FIFO, device or socket (or a link to one) would block or never
+    end, so every reader checks this before it opens anything.
+    """
+    if info is None:
+        try:
+            info = os.stat(path)
+        except (OSError, ValueError) as err:  # ValueError: a NUL byte in the path
+            if isinstance(err, ValueError):
+                return "a path cannot contain a NUL byte"
+            if os.path.islink(path):
+                return "a broken symbolic link"
+            return f"cannot be read ({err.strerror or err})"
+    if stat.S_ISREG(info.st_mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(info.st_mode)), "a special file")
+    return f"not a regular file ({kind})"
+
+
+def check_regular_file(path: str | os.PathLike, label: str | None = None, max_bytes: int | None = None,
+                       info: os.stat_result | None = None, kind: str = "file") -> os.stat_result:
+    """``os.stat`` of ``path`` (or ``info``, e.g. of an open descriptor), refusing anything but a
+    regular file (see :func:`file_problem`) and, with ``max_bytes``, a larger one.
 
     Raises:
-        MedsynthError: missing, not a regular file, larger than ``limit`` bytes, or not UTF-8.
+        MedsynthError: naming ``label`` (default: the path); ``kind`` names the file ("config").
     """
-    path = Path(path)
+    label = label or shown(display(path))
+    if info is None:
+        try:
+            info = os.stat(path)
+        except ValueError:
+            raise MedsynthError(f"{label}: a path cannot contain a NUL byte") from None
+        except OSError as err:
+            raise MedsynthError(f"{label}: cannot read {kind} ({err.strerror or err})") from None
+    problem = file_problem(path, info)
+    if problem:
+        raise MedsynthError(f"{label}: {problem}")
+    if max_bytes is not None and info.st_size > max_bytes:
+        raise MedsynthError(f"{label}: {info.st_size:,} bytes, more than the {max_bytes:,} a {kind} may have")
+    return info
+
+
+def read_text_file(path: str | os.PathLike, *, label: str | None = None, suffixes: tuple[str, ...] = (),
+                   max_bytes: int = 1 << 20, kind: str = "file") -> str:
+    """The text of a small UTF-8 file (a config, a run's pointer or settings), read safely.
+
+    The path is checked before it is opened (a FIFO would block ``open``, ``/dev/zero`` never
+    ends), opened non-blocking, and checked again on the open descriptor, so a file swapped in
+    between is caught too; at most ``max_bytes`` are read.
+
+    Raises:
+        MedsynthError: naming the file: another suffix than ``suffixes``, not a regular file, too
+            large, unreadable or not UTF-8.
+    """
+    label = label or shown(display(path))
+    check_regular_file(path, label, max_bytes, kind=kind)
+    if suffixes and Path(path).suffix.lower() not in suffixes:
+        raise MedsynthError(f"{label}: expected a {' or '.join(suffixes)} file")
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise MedsynthError(f"{display(path)}: not a regular file")
-        if info.st_size > limit:
-            raise MedsynthError(f"{display(path)}: {info.st_size} bytes, more than the {limit} expected")
-        with open(path, "rb") as handle:
-            return handle.read(limit + 1)[:limit].decode("utf-8")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb", closefd=True) as handle:
+            check_regular_file(path, label, max_bytes, os.fstat(handle.fileno()), kind)
+            data = handle.read(max_bytes + 1)
     except OSError as err:
-        raise MedsynthError(f"{display(path)}: cannot read ({err.strerror or err})") from None
-    except UnicodeDecodeError:
-        raise MedsynthError(f"{display(path)}: not UTF-8 text") from None
+        raise MedsynthError(f"{label}: cannot read {kind} ({err.strerror or err})") from None
+    if len(data) > max_bytes:
+        raise MedsynthError(f"{label}: more than the {max_bytes:,} bytes a {kind} may have")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise MedsynthError(f"{label}: not UTF-8 text (byte {err.start})") from None
 
 
 def strict_json(data: Any) -> Any:

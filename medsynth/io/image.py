@@ -6,8 +6,6 @@ header medsynth reads, the geometry it accepts, and which files it opens at all.
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,33 +77,6 @@ class MedicalImage:
         if array.shape != self.array.shape:
             raise ValueError(f"new array shape {array.shape} differs from {self.array.shape}")
         return MedicalImage(array, self.affine.copy(), {**self.meta, **meta})
-
-
-def file_problem(path: str | os.PathLike) -> str | None:
-    """Why ``path`` must not be opened as an image file (``None`` for a regular file).
-
-    Symbolic links are followed; a FIFO, device or socket (or a link to one) would block or never
-    end, so readers check this before they open anything.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except OSError as err:
-        if os.path.islink(path):
-            return "is a broken symbolic link"
-        return f"cannot be examined ({err.strerror or err})"
-    if stat.S_ISREG(mode):
-        return None
-    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-    kind = next((name for test, name in kinds if test(mode)), "a special file")
-    return f"is {kind}, not a regular file"
-
-
-def check_regular_file(path: str | os.PathLike) -> None:
-    """Refuse anything but a regular file (see :func:`file_problem`), before it is opened."""
-    problem = file_problem(path)
-    if problem:
-        raise MedsynthError(f"{path}: {problem}")
 
 
 def as_float32(array: np.ndarray, source: str) -> np.ndarray:

@@ -12,14 +12,13 @@ import nibabel as nib
 import numpy as np
 
 from medsynth.errors import MedsynthError, describe
-from medsynth.io.files import atomic_path, nifti_stem
+from medsynth.io.files import atomic_path, check_regular_file, nifti_stem
 from medsynth.io.image import (
     MAX_HEADER_BYTES,
     MAX_VOXELS,
     MedicalImage,
     as_float32,
     check_affine,
-    check_regular_file,
     check_voxels,
 )
 

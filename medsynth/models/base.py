@@ -9,6 +9,45 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from medsynth.config import check_range
+from medsynth.errors import short
+
+#: Widest layer (channels) and most resolution levels an options dataclass accepts.
+MAX_WIDTH, MAX_LEVELS = 4096, 8
+
+
+def check_widths(options: Any, key: str = "channels", min_levels: int = 1) -> None:
+    """Refuse ``options.<key>`` (one width per level) with fewer than ``min_levels`` or more than
+    ``MAX_LEVELS`` levels, or a width outside ``[1, MAX_WIDTH]``.
+
+    Raises:
+        ValueError: ``"<key>: ..."``.
+    """
+    widths = getattr(options, key)
+    if not min_levels <= len(widths) <= MAX_LEVELS:
+        count = {1: "one level", 2: "two levels"}.get(min_levels, f"{min_levels} levels")
+        raise ValueError(f"{key}: needs at least {count} of at least one channel and at most {MAX_LEVELS} levels, "
+                         f"got {short(list(widths))}")
+    check_range(options, key, 1, MAX_WIDTH)
+
+
+def check_patch_stride(patch_size: tuple[int, ...], levels: int, key: str = "channels") -> None:
+    """Refuse a training patch a U-Net of ``levels`` levels cannot take unpadded: its skip connections
+    need every side to be a multiple of ``2 ** (levels - 1)``.
+
+    Raises:
+        ValueError: ``"<key>: ..."``.
+    """
+    stride = 2 ** (levels - 1)
+    if any(side % stride for side in patch_size):
+        raise ValueError(f"{key}: {levels} levels need every side of data.patch_size to be a multiple of {stride}, "
+                         f"got {short(list(patch_size))}")
+
+
+def conv_parameters(spatial_dims: int, cin: int, cout: int, kernel: int = 3) -> int:
+    """Weights and bias of one convolution (for the analytic size estimates of the options dataclasses)."""
+    return cin * cout * kernel**spatial_dims + cout
+
 
 @dataclass
 class StepContext:

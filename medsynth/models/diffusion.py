@@ -9,14 +9,23 @@ sampling the two predictions are mixed with ``guidance_scale``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler
 from torch import nn
 
-from medsynth.models.base import GridPadding, StepContext, output_shape
+from medsynth.config import check_range
+from medsynth.models.base import (
+    MAX_WIDTH,
+    GridPadding,
+    StepContext,
+    check_patch_stride,
+    check_widths,
+    conv_parameters,
+    output_shape,
+)
 from medsynth.models.samplers import dpm_solver_2m, run_sampler, spaced_timesteps
 
 Sampler = Literal["ddim", "ddpm", "dpm_solver"]
@@ -43,23 +52,41 @@ class DiffusionConfig:
     residual: bool = False  # diffuse target - condition (SR3/ResShift-style), for image conditions
     residual_scale: float = 1.0  # residual multiplier: bring its std near the [-1, 1] image's (~0.5)
 
+    #: parameter group -> the options that size it (named when a model is too large)
+    SIZE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {"network": ("channels", "num_res_blocks")}
+
     def validate(self) -> None:
-        if self.ensemble < 1:
-            raise ValueError(f"ensemble: must be at least 1, got {self.ensemble}")
-        if not self.channels or any(c < 1 for c in self.channels):
-            raise ValueError(f"channels: every level needs at least one channel, got {list(self.channels)}")
+        check_widths(self, "channels")
         if len(self.attention_levels) != len(self.channels):
             raise ValueError("attention_levels: needs one entry per level of channels")
+        check_range(self, "norm_num_groups", 1, MAX_WIDTH)
         if any(c % self.norm_num_groups for c in self.channels):
             raise ValueError(f"norm_num_groups: {self.norm_num_groups} must divide every entry of channels")
-        if not 0.0 <= self.condition_dropout < 1.0:
-            raise ValueError(f"condition_dropout: must be in [0, 1), got {self.condition_dropout}")
-        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
-            raise ValueError(f"num_inference_steps: must be in [1, {self.num_train_timesteps}]")
-        if self.num_train_timesteps < 2:
-            raise ValueError("num_train_timesteps: must be at least 2")
-        if self.residual_scale <= 0:
-            raise ValueError(f"residual_scale: must be positive, got {self.residual_scale}")
+        check_range(self, "num_head_channels", 1, MAX_WIDTH)
+        attending = [c for c, a in zip(self.channels, self.attention_levels, strict=True) if a] + [self.channels[-1]]
+        if any(c % self.num_head_channels for c in attending):  # the middle block always attends
+            raise ValueError(f"num_head_channels: {self.num_head_channels} must divide the channels of every "
+                             "attention level and of the last level")
+        check_range(self, "num_res_blocks", 1, 16)
+        check_range(self, "num_train_timesteps", 2, 100_000)
+        check_range(self, "num_inference_steps", 1, self.num_train_timesteps)
+        check_range(self, "condition_dropout", 0.0, 1.0, below=True)
+        check_range(self, "guidance_scale", 0.0, 100.0)
+        check_range(self, "ensemble", 1, 100)
+        check_range(self, "residual_scale", 0.0, 1000.0, above=True)
+
+    def check_patch(self, patch_size: tuple[int, ...]) -> None:
+        """Refuse a training patch the UNet cannot take (training steps are not padded)."""
+        check_patch_stride(patch_size, len(self.channels))
+
+    def parameter_estimate(self, spatial_dims: int, condition_channels: int, image_channels: int = 1) -> dict[str, int]:
+        """A rough parameter count of the UNet (within ~10% of the built one), for when it cannot be
+        built on the meta device: per level, ``num_res_blocks`` residual blocks down and one more up,
+        two convolutions each, the up ones on the skip-concatenated input."""
+        blocks = 7 * self.num_res_blocks + 5
+        total = conv_parameters(spatial_dims, image_channels + condition_channels, self.channels[0])
+        total += sum(blocks * conv_parameters(spatial_dims, width, width) for width in self.channels)
+        return {"network": total + conv_parameters(spatial_dims, self.channels[0], image_channels)}
 
 
 class DiffusionSynthesizer(nn.Module):

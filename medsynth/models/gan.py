@@ -22,8 +22,9 @@ the generator ignores its noise, i.e. mode collapse).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from monai.losses import PatchAdversarialLoss
@@ -33,7 +34,9 @@ from monai.networks.layers import Norm
 from monai.networks.nets import PatchDiscriminator
 from torch import nn
 
-from medsynth.models.base import GridPadding, StepContext
+from medsynth.config import check_range
+from medsynth.errors import short
+from medsynth.models.base import MAX_WIDTH, GridPadding, StepContext, check_patch_stride, check_widths, conv_parameters
 
 
 @dataclass
@@ -59,19 +62,52 @@ class GANConfig:
     discriminator_lr_scale: float = 2.0  # TTUR
     betas: tuple[float, float] = (0.5, 0.999)
 
+    #: parameter group -> the options that size it (named when a model is too large)
+    SIZE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "generator": ("channels", "noise_channels", "spade_hidden"),
+        "discriminator": ("discriminator_channels", "discriminator_layers")}
+
     def validate(self) -> None:
-        if len(self.channels) < 2 or any(c < 1 for c in self.channels):
-            raise ValueError(f"channels: needs at least two levels of at least one channel, got {list(self.channels)}")
-        if self.noise_channels < 0 or self.discriminator_layers < 1 or self.r1_every < 1:
-            raise ValueError("noise_channels >= 0, discriminator_layers >= 1 and r1_every >= 1 are required")
-        weights = ("adversarial_weight", "l1_weight", "feature_matching_weight", "diversity_weight", "r1_weight")
-        for key in weights:
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key}: must be non-negative, got {getattr(self, key)}")
-        if self.discriminator_lr_scale <= 0 or self.diversity_cap <= 0:
-            raise ValueError("discriminator_lr_scale and diversity_cap: must be positive")
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"betas: must be in [0, 1), got {list(self.betas)}")
+        check_widths(self, "channels", min_levels=2)
+        check_range(self, "noise_channels", 0, MAX_WIDTH)
+        check_range(self, "spade_hidden", 1, MAX_WIDTH)
+        check_range(self, "discriminator_channels", 1, MAX_WIDTH)
+        check_range(self, "discriminator_layers", 1, 8)  # each doubles the width: 8 layers, 256x
+        check_range(self, "r1_every", 1, 10**6)
+        for key in ("adversarial_weight", "l1_weight", "feature_matching_weight", "diversity_weight", "r1_weight"):
+            check_range(self, key, 0.0, 1e6)
+        check_range(self, "diversity_cap", 0.0, 100.0, above=True)
+        check_range(self, "discriminator_lr_scale", 0.0, 1000.0, above=True)
+        check_range(self, "betas", 0.0, 1.0, below=True)
+
+    def check_patch(self, patch_size: tuple[int, ...]) -> None:
+        """Refuse a training patch the generator cannot take unpadded, or that the discriminator's
+        strided layers shrink below the two values its last instance normalisation needs."""
+        check_patch_stride(patch_size, len(self.channels))
+        layers = self.discriminator_layers
+        # a stride-2 first convolution and layers - 1 more (kernel 4, padding 1: each halves), then a stride-1 one
+        sizes = [side // 2**layers - 1 for side in patch_size]
+        if min(sizes) < 1 or math.prod(sizes) < 2:
+            raise ValueError(f"discriminator_layers: {layers} layers shrink a {short(list(patch_size))} patch to "
+                             f"{short(sizes)} before their last normalisation, which needs at least 2 values; use "
+                             "fewer layers or a larger data.patch_size")
+
+    def parameter_estimate(self, spatial_dims: int, condition_channels: int) -> dict[str, int]:
+        """A rough parameter count (within ~30% of the built networks), for when they cannot be built
+        on the meta device: per generator level three convolutions and two SPADE blocks, and the
+        discriminator's 4^d convolutions, doubling in width per layer."""
+        conditions = max(condition_channels, 1)
+        generator = conv_parameters(spatial_dims, conditions + self.noise_channels, self.channels[0])
+        for width in self.channels:
+            spade = conv_parameters(spatial_dims, conditions, self.spade_hidden) + \
+                2 * conv_parameters(spatial_dims, self.spade_hidden, width)
+            generator += conv_parameters(spatial_dims, 2 * width, width) + \
+                2 * conv_parameters(spatial_dims, width, width) + 2 * spade
+        widths = [self.discriminator_channels * 2**layer for layer in range(self.discriminator_layers + 1)]
+        discriminator = conv_parameters(spatial_dims, 1 + condition_channels, widths[0], 4) + sum(
+            conv_parameters(spatial_dims, a, b, 4) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        return {"discriminator": discriminator + conv_parameters(spatial_dims, widths[-1], 1),
+                "generator": generator}
 
 
 class _ConvNorm(nn.Module):

@@ -25,13 +25,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
 from torch import nn
 
-from medsynth.models.base import GridPadding, StepContext, output_shape
+from medsynth.config import check_range
+from medsynth.errors import short
+from medsynth.models.base import MAX_WIDTH, GridPadding, StepContext, check_widths, conv_parameters, output_shape
 from medsynth.models.diffusion import DiffusionConfig, DiffusionSynthesizer, Sampler
 
 NAN = float("nan")
@@ -62,24 +65,38 @@ class LatentDiffusionConfig:
         """Downsampling factor of the autoencoder per axis."""
         return 2 ** (len(self.channels) - 1)
 
+    #: parameter group -> the options that size it (named when a model is too large)
+    SIZE_KEYS: ClassVar[dict[str, tuple[str, ...]]] = {
+        "autoencoder": ("channels", "latent_channels", "num_res_blocks"),
+        "network": ("diffusion.channels", "diffusion.num_res_blocks")}
+
     def validate(self) -> None:
-        if len(self.channels) < 2 or any(c < 1 for c in self.channels):
-            raise ValueError(f"channels: needs at least two levels of at least one channel, got {list(self.channels)}")
+        check_widths(self, "channels", min_levels=2)
+        check_range(self, "norm_num_groups", 1, MAX_WIDTH)
         if any(c % self.norm_num_groups for c in self.channels):
             raise ValueError(f"norm_num_groups: {self.norm_num_groups} must divide every entry of channels")
-        if self.latent_channels < 1 or self.num_res_blocks < 1:
-            raise ValueError("latent_channels and num_res_blocks: must be at least 1")
-        if self.kl_weight < 0:
-            raise ValueError(f"kl_weight: must be non-negative, got {self.kl_weight}")
-        if self.autoencoder_steps < 1:
-            raise ValueError(f"autoencoder_steps: must be at least 1, got {self.autoencoder_steps}")
+        check_range(self, "latent_channels", 1, 256)
+        check_range(self, "num_res_blocks", 1, 16)
+        check_range(self, "kl_weight", 0.0, 10.0)
+        check_range(self, "autoencoder_steps", 1, 10**9)
         if self.ae_patch is not None and any(p < self.factor or p % self.factor for p in self.ae_patch):
             raise ValueError(f"ae_patch: every side must be a multiple of the autoencoder's factor {self.factor}, "
-                             f"got {list(self.ae_patch)}")
-        if not self.latent_clip > 0:
-            raise ValueError(f"latent_clip: must be positive, got {self.latent_clip}")
+                             f"got {short(list(self.ae_patch))}")
+        if self.ae_patch is not None:
+            check_range(self, "ae_patch", 1, 4096)
+        check_range(self, "latent_clip", 0.0, 1000.0, above=True)
         if self.diffusion.residual:
             raise ValueError("diffusion.residual: does not apply to latent diffusion (the condition is not a latent)")
+
+    def parameter_estimate(self, spatial_dims: int, condition_channels: int) -> dict[str, int]:
+        """A rough parameter count (within ~15% of the built networks), for when they cannot be built
+        on the meta device: the autoencoder's residual blocks per level in the encoder and the
+        decoder, and the latent UNet's estimate."""
+        blocks = 3 * self.num_res_blocks + 3
+        autoencoder = sum(blocks * conv_parameters(spatial_dims, width, width) for width in self.channels)
+        autoencoder += 4 * conv_parameters(spatial_dims, self.channels[-1], self.latent_channels)
+        network = self.diffusion.parameter_estimate(spatial_dims, condition_channels, self.latent_channels)
+        return {"autoencoder": autoencoder, **network}
 
 
 class _LatentDiffusion(DiffusionSynthesizer):

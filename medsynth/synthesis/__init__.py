@@ -1,4 +1,4 @@
-"""Synthesis pipelines: apply a trained model to folders of real images (the synthesis layer of docs/architecture.md)."""
+"""Synthesis pipelines: apply a trained model to folders of real images (docs/architecture.md, Layers)."""
 
 from medsynth.synthesis.apply import TrainedModel, run_on_volume
 from medsynth.synthesis.augment import augment, synthesize

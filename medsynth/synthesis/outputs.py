@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medsynth.errors import MedsynthError, describe, display
-from medsynth.io.files import append_line, atomic_path, read_small_text, write_datalist, write_json
+from medsynth.io.files import append_line, atomic_path, read_text_file, write_datalist, write_json
 
 COLUMNS = ["output", "label", "source", "model", "family", "job", "seed", "sampler", "steps", "seconds"]
 
@@ -61,7 +61,7 @@ class OutputRecord:
         settings_path = folder / "settings.json"
         if settings_path.exists():
             try:
-                saved = json.loads(read_small_text(settings_path))
+                saved = json.loads(read_text_file(settings_path))
             except ValueError as err:
                 raise MedsynthError(f"{display(settings_path)}: cannot read ({describe(err)}); choose another output "
                                     "folder") from None

@@ -6,12 +6,29 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from medsynth.config import apply_overrides, from_dict, load_yaml, to_dict
-from medsynth.errors import MedsynthError
+from medsynth.config import (
+    ConfigError,
+    apply_overrides,
+    blame_override,
+    check_range,
+    from_dict,
+    load_yaml,
+    split_key,
+    to_dict,
+)
+from medsynth.errors import MedsynthError, describe, short
 
 Job = Literal["generate", "denoise", "super_resolve"]
 #: Largest patch, in voxels, a config may ask for (a 256^3 patch; beyond that use smaller patches).
 MAX_PATCH_VOXELS = 256**3
+#: Most label classes of ``generate`` (one condition channel each).
+MAX_CLASSES = 1024
+#: Largest count of steps (training, logging, checkpoints).
+MAX_STEPS = 10**9
+#: Largest model: parameters of all the family's networks together.
+MAX_PARAMETERS = 2**30
+#: fp32 bytes per parameter while training: weights, gradients, Adam's two moments and the EMA copy.
+BYTES_PER_PARAMETER = 20
 
 
 @dataclass
@@ -30,22 +47,21 @@ class DataConfig:
     augment: bool = False  # random flips along every patch axis and a random gamma (0.8-1.25) of each patch
 
     def validate(self) -> None:
-        if any(p < 4 for p in self.patch_size):
-            raise ValueError(f"patch_size: every side must be at least 4, got {list(self.patch_size)}")
+        check_range(self, "patch_size", 4)
         voxels = 1
         for p in self.patch_size:
             voxels *= p
         if voxels > MAX_PATCH_VOXELS:
-            raise ValueError(f"patch_size: {list(self.patch_size)} is {voxels} voxels, more than {MAX_PATCH_VOXELS}")
+            raise ValueError(f"patch_size: {short(list(self.patch_size))} is {voxels} voxels, "
+                             f"more than {MAX_PATCH_VOXELS}")
         if self.slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis: must be 0, 1 or 2, got {self.slice_axis}")
-        low, high = self.holdout
-        if not 0.0 <= low <= high <= 1.0:
+        check_range(self, "holdout", 0.0, 1.0)
+        if self.holdout[0] > self.holdout[1]:
             raise ValueError(f"holdout: expected 0 <= start <= stop <= 1, got {list(self.holdout)}")
-        if not 0.0 <= self.min_foreground < 1.0:
-            raise ValueError(f"min_foreground: must be in [0, 1), got {self.min_foreground}")
-        if self.spacing_mm is not None and self.spacing_mm <= 0:
-            raise ValueError(f"spacing_mm: must be positive, got {self.spacing_mm}")
+        check_range(self, "min_foreground", 0.0, 1.0, below=True)
+        if self.spacing_mm is not None:
+            check_range(self, "spacing_mm", 0.01, 100.0)
 
 
 @dataclass
@@ -64,13 +80,17 @@ class JobConfig:
     flip_ensemble: bool = False  # restoration: average the outputs over flips of every spatial axis (self-ensemble)
 
     def validate(self) -> None:
-        if self.num_classes < 0 or self.num_classes == 1:
+        check_range(self, "num_classes", 0, MAX_CLASSES)
+        if self.num_classes == 1:
             raise ValueError(f"num_classes: must be 0 (unconditional) or >= 2, got {self.num_classes}")
-        if not 0 <= self.noise_sigma[0] <= self.noise_sigma[1]:
+        check_range(self, "noise_sigma", 0.0, 1.0)
+        if self.noise_sigma[0] > self.noise_sigma[1]:
             raise ValueError(f"noise_sigma: expected 0 <= low <= high, got {list(self.noise_sigma)}")
-        if not 0 < self.photons[0] <= self.photons[1]:
+        check_range(self, "photons", 0.0, 1e9, above=True)
+        if self.photons[0] > self.photons[1]:
             raise ValueError(f"photons: expected 0 < low <= high, got {list(self.photons)}")
-        if not 1 <= self.factor[0] <= self.factor[1]:
+        check_range(self, "factor", 1, 64)
+        if self.factor[0] > self.factor[1]:
             raise ValueError(f"factor: expected 1 <= low <= high, got {list(self.factor)}")
 
     @property
@@ -98,17 +118,16 @@ class TrainConfig:
     amp: bool = True  # mixed precision, CUDA only (bf16/fp16 are 40-200x slower on CPUs without support)
 
     def validate(self) -> None:
-        for key in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every", "sample_steps"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key}: must be at least 1, got {getattr(self, key)}")
-        if self.batch_size > 4096:
-            raise ValueError(f"batch_size: {self.batch_size} is larger than 4096")
-        if not self.lr > 0:
-            raise ValueError(f"lr: must be positive, got {self.lr}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay: must be in [0, 1), got {self.ema_decay}")
-        if self.warmup_steps < 0 or self.grad_clip < 0 or self.weight_decay < 0:
-            raise ValueError("warmup_steps, grad_clip, weight_decay: must be non-negative")
+        for key in ("steps", "log_every", "sample_every", "checkpoint_every"):
+            check_range(self, key, 1, MAX_STEPS)
+        check_range(self, "batch_size", 1, 4096)
+        check_range(self, "sample_steps", 1, 10_000)
+        check_range(self, "lr", 0.0, 1.0, above=True)
+        check_range(self, "weight_decay", 0.0, 1.0)
+        check_range(self, "warmup_steps", 0, MAX_STEPS)
+        check_range(self, "grad_clip", 0.0)  # 0: no clipping
+        check_range(self, "ema_decay", 0.0, 1.0, below=True)
+        check_range(self, "seed", 0, 2**63 - 2)  # torch seeds are 64-bit; the trainer also uses seed + 1
 
 
 @dataclass
@@ -126,27 +145,65 @@ class ExperimentConfig:
     def validate(self) -> None:
         if len(self.data.patch_size) != self.spatial_dims:
             raise ValueError(f"data.patch_size: a {self.spatial_dims}D config needs {self.spatial_dims} sides, "
-                             f"got {list(self.data.patch_size)}")
+                             f"got {short(list(self.data.patch_size))}")
         if not -self.spatial_dims <= self.job.degrade_axis < self.spatial_dims:
             raise ValueError(f"job.degrade_axis: {self.job.degrade_axis} is not an axis of a "
                              f"{self.spatial_dims}D patch")
 
 
 def load_experiment(path: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Load, override (``key.sub=value``), and validate an experiment config; errors name the key."""
-    return experiment_from_dict(apply_overrides(load_yaml(path), overrides or []), str(path))
+    """Load, override (``key.sub=value``), and validate an experiment config; errors name the key
+    (and the ``--set`` that gave it, if one did)."""
+    overrides = overrides or []
+    return experiment_from_dict(apply_overrides(load_yaml(path), overrides), str(path), overrides)
 
 
-def experiment_from_dict(data: dict[str, Any], source: str = "config") -> ExperimentConfig:
-    """Validate plain config data (the family's model options included); errors start with ``source``."""
+def experiment_from_dict(data: dict[str, Any], source: str = "config",
+                         overrides: list[str] | None = None) -> ExperimentConfig:
+    """Validate plain config data: every key, the family's model options, and the model's size
+    (counted on the meta device, before anything is allocated or written).
+
+    Errors start with ``source``, or with ``--set KEY=VALUE`` when one of ``overrides`` set the key.
+    """
     from medsynth.models import family_options
 
     try:
         config = from_dict(ExperimentConfig, data)
-        family_options(config.family, config.model)
+        options = family_options(config.family, config.model)
+        check_model(config, options)
+    except ConfigError as err:
+        raise MedsynthError(blame_override(err, overrides or []) or f"{source}: {err}") from None
     except MedsynthError as err:
         raise MedsynthError(f"{source}: {err}") from None
     return config
+
+
+def check_model(config: ExperimentConfig, options: Any) -> None:
+    """Refuse a model that cannot train on ``data.patch_size`` or whose training state would not fit
+    (more than ``MAX_PARAMETERS`` parameters, counted on the meta device: nothing is allocated).
+
+    Raises:
+        ConfigError: naming the ``model`` keys of the largest network, or a family that cannot
+            build this model (e.g. ``model.residual`` with a label condition).
+    """
+    from medsynth.models import parameter_counts
+
+    try:
+        check_patch = getattr(options, "check_patch", None)
+        if check_patch is not None:
+            check_patch(config.data.patch_size)
+        counts = parameter_counts(config.family, config.spatial_dims, config.job.condition_channels, options)
+    except ValueError as err:
+        raise ConfigError(*split_key(describe(err).removeprefix("model."), "model")) from None
+    total = sum(counts.values())
+    if total <= MAX_PARAMETERS:
+        return
+    largest = max(counts, key=counts.get)
+    keys = getattr(options, "SIZE_KEYS", {}).get(largest, ("channels",))
+    gib = total * BYTES_PER_PARAMETER / 2**30
+    raise ConfigError("model", f"{total:,} parameters ({largest}: {counts[largest]:,}) need about {gib:,.0f} GiB "
+                               f"to train, more than the limit of {MAX_PARAMETERS:,} parameters; make "
+                               f"{', '.join(f'model.{k}' for k in keys)} smaller")
 
 
 def experiment_to_dict(config: ExperimentConfig) -> dict[str, Any]:

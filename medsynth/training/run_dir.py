@@ -37,8 +37,9 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from medsynth.config import parse_yaml
 from medsynth.errors import MedsynthError, describe, display
-from medsynth.io.files import append_line, atomic_path, folder_lock, read_small_text, write_json
+from medsynth.io.files import append_line, atomic_path, folder_lock, read_text_file, write_json
 from medsynth.training.experiment import ExperimentConfig, experiment_from_dict, experiment_to_dict
 
 KEEP_CHECKPOINTS = 2
@@ -67,7 +68,7 @@ def _verify(folder: Path) -> None:
     if not listing.exists():
         return
     try:
-        expected = json.loads(read_small_text(listing, 1 << 16))
+        expected = json.loads(read_text_file(listing, max_bytes=1 << 16))
         for name in CHECKPOINT_FILES:
             if _sha256(folder / name) != expected[name]:
                 raise MedsynthError(f"{folder / name}: checksum mismatch (the checkpoint was corrupted or changed "
@@ -101,10 +102,7 @@ class RunDirectory:
             raise MedsynthError(f"{display(self.path)}: no such folder")
         if not self.config_path.exists():
             raise MedsynthError(f"{display(self.path)}: not a medsynth run directory (no config.yaml)")
-        try:
-            data = yaml.safe_load(read_small_text(self.config_path))
-        except yaml.YAMLError as err:
-            raise MedsynthError(f"{display(self.config_path)}: cannot read ({describe(err)})") from None
+        data = parse_yaml(read_text_file(self.config_path, kind="config"), display(self.config_path))
         if not isinstance(data, dict):
             raise MedsynthError(f"{display(self.config_path)}: a config must be a mapping of keys to values")
         return experiment_from_dict(data, display(self.config_path))
@@ -122,7 +120,7 @@ class RunDirectory:
         if not pointer.exists():
             return None
         try:
-            name = read_small_text(pointer, 64).strip()
+            name = read_text_file(pointer, max_bytes=64).strip()
         except MedsynthError:
             name = None
         if name is None or not CHECKPOINT_NAME.fullmatch(name):

@@ -22,20 +22,23 @@ import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.networks.blocks import ResidualUnit
 from monai.transforms import ResizeWithPadOrCrop
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from medsynth.errors import MedsynthError, describe
-from medsynth.io.files import atomic_path, write_json
+from medsynth.config import check_range, from_dict, to_dict
+from medsynth.errors import MedsynthError, describe, short, shown
+from medsynth.io.files import atomic_path, check_regular_file, read_text_file, write_json
 
 log = logging.getLogger("medsynth")
 
@@ -195,6 +198,71 @@ class FeatureExtractor:
         return folder
 
 
+@dataclass
+class SavedFeatureNetwork:
+    """The ``config.json`` of a saved medsynth feature network, checked before anything is built."""
+
+    kind: Literal["medsynth"]
+    spatial_dims: Literal[2, 3]
+    channels: tuple[int, ...]
+    out_channels: int
+    objective: str
+    steps: int
+    training_images: int
+    seconds: float | None = None
+    final_loss: float | None = None
+
+    def validate(self) -> None:
+        if not 1 <= len(self.channels) <= 8:
+            raise ValueError(f"channels: needs 1 to 8 stages, got {short(list(self.channels))}")
+        check_range(self, "channels", 1, 1024)
+        check_range(self, "out_channels", 1, 1024)
+        check_range(self, "steps", 0, 10**9)
+        check_range(self, "training_images", 0, 10**9)
+        if self.seconds is not None:
+            check_range(self, "seconds", 0.0)
+        if len(self.objective) > 200:
+            raise ValueError(f"objective: {len(self.objective)} characters, more than 200")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
+
+
+def _load_saved_network(folder: Path, device: str | torch.device) -> FeatureExtractor:
+    """A feature network folder written by :meth:`FeatureExtractor.save`: ``config.json`` is checked
+    in full, and the network it describes must fit ``weights.safetensors``, before anything is built."""
+    try:
+        text = read_text_file(folder / CONFIG, suffixes=(".json",))
+    except MedsynthError as err:
+        raise MedsynthError(f"{folder}: not a medsynth feature network ({err})") from None
+    try:
+        try:
+            data = json.loads(text, parse_constant=_no_constant)
+        except (ValueError, RecursionError) as err:
+            raise MedsynthError(f"not JSON ({shown(describe(err), 100)})") from None
+        saved = from_dict(SavedFeatureNetwork, data)
+        with torch.device("meta"):  # sizes only: nothing allocated
+            needed = sum(4 * p.numel() for p in FeatureNetwork(saved.spatial_dims, saved.channels,
+                                                               saved.out_channels).parameters())
+    except MedsynthError as err:
+        raise MedsynthError(f"{folder}: not a medsynth feature network ({CONFIG}: {err})") from None
+    weights = folder / WEIGHTS
+    try:
+        size = check_regular_file(weights, kind="weights").st_size
+    except MedsynthError as err:
+        raise MedsynthError(f"{folder}: not a medsynth feature network ({err})") from None
+    if needed > size:
+        raise MedsynthError(f"{folder}: not a medsynth feature network ({WEIGHTS}: {size:,} bytes, too small for "
+                            f"the network {CONFIG} describes, {needed:,} bytes)")
+    try:
+        network = FeatureNetwork(saved.spatial_dims, saved.channels, saved.out_channels)
+        network.load_state_dict(load_file(weights))
+    except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as err:
+        raise MedsynthError(f"{folder}: not a medsynth feature network ({WEIGHTS}: {describe(err)})") from None
+    return FeatureExtractor(network.to(device), to_dict(saved))
+
+
 def load_feature_extractor(path: str | os.PathLike, device: str | torch.device = "cpu") -> FeatureExtractor:
     """A feature network saved by medsynth (its folder), a TorchScript file or a ``torch.export`` archive (``.pt2``).
 
@@ -202,17 +270,14 @@ def load_feature_extractor(path: str | os.PathLike, device: str | torch.device =
         MedsynthError: the path is neither, or cannot be loaded.
     """
     path = Path(path)
+    if "\0" in str(path):
+        raise MedsynthError(f"{short(str(path))}: a path cannot contain a NUL byte")
     if path.is_dir():
-        try:
-            config = json.loads((path / CONFIG).read_text(encoding="utf-8"))
-            network = FeatureNetwork(config["spatial_dims"], tuple(config["channels"]), config["out_channels"])
-            network.load_state_dict(load_file(path / WEIGHTS))
-        except (OSError, KeyError, ValueError, RuntimeError) as err:
-            raise MedsynthError(f"{path}: not a medsynth feature network ({describe(err)})") from None
-        return FeatureExtractor(network.to(device), config)
-    if not path.is_file():
+        return _load_saved_network(path, device)
+    if not path.exists():
         raise MedsynthError(f"{path}: no such feature network (a TorchScript or torch.export file, or a medsynth "
                             "feature network folder)")
+    check_regular_file(path, kind="feature extractor")  # not a FIFO or a device: torch would wait or read forever
     try:
         if path.suffix == ".pt2":  # torch.export archive
             network = torch.export.load(str(path)).module().to(device)

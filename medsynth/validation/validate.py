@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.errors import MedsynthError
-from medsynth.io.files import prepare_output_dir, write_json
+from medsynth.io.files import check_separate, prepare_output_dir, write_json
 from medsynth.training.dataset import load_volumes
 from medsynth.training.experiment import DataConfig
 from medsynth.training.trainer import resolve_device
@@ -79,6 +79,23 @@ def paired_fidelity(real: ImageSet, synthetic: ImageSet) -> dict | None:
             "ssim": float(np.mean([s for _, s in scores]))}
 
 
+#: Most training steps of medsynth's feature network (300 by default).
+MAX_FEATURE_STEPS = 10**6
+
+
+def check_validate_options(spatial_dims: int, feature_steps: int) -> None:
+    """Refuse ``--dims`` other than 2 or 3 and ``--feature-steps`` outside [1, MAX_FEATURE_STEPS].
+
+    Raises:
+        MedsynthError: naming the option.
+    """
+    if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
+        raise MedsynthError(f"--dims {spatial_dims}: use 2 (slices) or 3 (volumes)")
+    if isinstance(feature_steps, bool) or not isinstance(feature_steps, int) or \
+            not 1 <= feature_steps <= MAX_FEATURE_STEPS:
+        raise MedsynthError(f"--feature-steps {feature_steps}: must be in [1, {MAX_FEATURE_STEPS}] (default 300)")
+
+
 def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str | os.PathLike, *,
              labels: str | os.PathLike | None = None, synth_labels: str | os.PathLike | None = None,
              train_dir: str | os.PathLike | None = None, train_labels: str | os.PathLike | None = None,
@@ -97,8 +114,9 @@ def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str
     """
     from medsynth.validation.report import write_validation_report
 
-    if spatial_dims not in (2, 3):
-        raise MedsynthError(f"--dims {spatial_dims}: use 2 (slices) or 3 (volumes)")
+    check_validate_options(spatial_dims, feature_steps)
+    inputs = (real_dir, synth_dir, labels, synth_labels, train_dir, train_labels, features)
+    check_separate(out, inputs, "report folder")
     target = resolve_device(device)
     began = time.perf_counter()
     real = load_image_set(real_dir, labels, spatial_dims=spatial_dims)
@@ -107,10 +125,7 @@ def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str
     train = real if train_dir is None else load_image_set(train_dir, train_labels, spatial_dims=spatial_dims,
                                                            shape=shape)
     extractor = load_feature_extractor(features, target) if features else None
-    for inputs in (real_dir, synth_dir, train_dir):
-        if inputs is not None:
-            prepare_output_dir(out, inputs)
-    out = Path(out)
+    out = prepare_output_dir(out, *inputs)
     classes = int(max(int(s.labels.max()) for s in (real, synthetic, train) if s.labels is not None) + 1) \
         if train.labels is not None else 0
     if extractor is None:

@@ -25,3 +25,14 @@ def test_absurd_values_are_refused_before_work(tmp_path, override, key):
     result = run("train", CONFIG, "--out", tmp_path / "run", "--set", override)
     assert result.exit_code == 1 and key in error_line(result)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, start", [
+    ("train.step=5", "error: --set train.step=5: unknown key (known: steps,"),
+    ("train.lr=.nan", "error: --set train.lr=.nan: must be a finite number"),
+    ("model.spade_hidden=0", "error: --set model.spade_hidden=0: must be at least 1"),
+])
+def test_a_bad_set_is_blamed_on_the_set_not_the_config_file(tmp_path, override, start):
+    result = run("train", CONFIG, "--out", tmp_path / "run", "--set", "train.steps=3", "--set", override)
+    assert result.exit_code == 1 and error_line(result).startswith(start)
+    assert not (tmp_path / "run").exists()
