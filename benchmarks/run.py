@@ -12,7 +12,7 @@ Sections (``--only`` picks some):
   DataLoader + the same network, batch, optimizer and noise) on the same MNI152 slices.
 - ``pipeline``: ``augment`` end to end (read, orient, normalise, sample, denormalise, write NIfTI,
   manifest) vs. the same network calls alone, for a GAN and a diffusion model.
-- ``sampling``: the diffusion family's speed/quality curve on held-out real slices for denoise
+- ``sampling``: the diffusion family's speed/quality curve on the validation slab for denoise
   and super-resolve: DDPM-1000, DDIM-50/20/10, DPM-Solver++(2M)-10/5, the configs' default
   (DDIM-5, mean of 4), against the NLM / cubic baselines; a PNG of the curve.
 - ``memory``: peak RSS (CPU) or peak allocated memory (CUDA) of 3D training and sampling at
@@ -192,9 +192,9 @@ def plain_loop(config, steps: int, device: torch.device, meta_tensors: bool = Fa
     from monai.networks.schedulers import DDPMScheduler
     from monai.transforms import Compose, CopyItemsd, RandRicianNoised, RandSpatialCropd
 
-    from medsynth.training.dataset import load_volumes, split_holdout
+    from medsynth.training.dataset import load_volumes, split_volumes
 
-    train, _ = split_holdout(load_volumes(config.data, 2), config.data.holdout)
+    train = split_volumes(load_volumes(config.data, 2), config.data)["train"]
     image = train[0].image[0]  # (X, Y, Z)
     items = [{"image": image[None, :, :, k].numpy()} for k in range(image.shape[-1]) if image[..., k].max() > 0.1]
     transform = Compose([RandSpatialCropd("image", (64, 64), random_size=False), CopyItemsd("image", names="noisy"),
@@ -310,9 +310,9 @@ def sampling(args) -> dict:
 
     from medsynth.data.degradations import interpolate_slabs, rician_noise, thick_slices
     from medsynth.training import RunDirectory
-    from medsynth.training.dataset import load_volumes, split_holdout
+    from medsynth.training.dataset import load_volumes, split_volumes
     from medsynth.training.inference import load_synthesizer
-    from medsynth.validation.fidelity import non_local_means
+    from medsynth.validation.fidelity import nlm_rician
 
     overrides = ["train.steps=40", "train.batch_size=8", "train.sample_every=1000"] if args.quick else []
     runs = Path(tempfile.mkdtemp(prefix="medsynth-quick-")) if args.quick else args.runs  # quick: always fresh
@@ -320,7 +320,7 @@ def sampling(args) -> dict:
     for job in args.sampling_jobs:
         run, train_seconds = train_or_reuse("diffusion", job, 2, runs, overrides)
         config = RunDirectory(run).read_config()
-        _, held = split_holdout(load_volumes(config.data, 2), config.data.holdout)
+        held = split_volumes(load_volumes(config.data, 2), config.data)["validation"]  # a choice: validation only
         clean_volume, mask_volume = held[0].image[0].numpy(), held[0].label[0].numpy() > 0
         model = load_synthesizer(run, args.device)
         if job == "denoise":  # whole axial slices of the held-out slab
@@ -329,7 +329,7 @@ def sampling(args) -> dict:
             clean = np.stack([clean_volume[:, :, k] for k in picks])
             mask = np.stack([mask_volume[:, :, k] for k in picks])
             condition_np = rician_noise(clean, 0.05, np.random.default_rng(123)).astype(np.float32)
-            baseline_name, baseline = "nlm", np.moveaxis(non_local_means(np.moveaxis(condition_np, 0, -1), 0.05), -1, 0)
+            baseline_name, baseline = "nlm", np.moveaxis(nlm_rician(np.moveaxis(condition_np, 0, -1), 0.05), -1, 0)
         else:  # coronal planes (x, z) of the slab, thick in z (factor 2)
             count = 2 if args.quick else 12
             brain = np.flatnonzero(mask_volume.any(axis=(0, 2)))

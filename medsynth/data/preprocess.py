@@ -46,6 +46,7 @@ def preprocessing(
     upper: float = 99.5,
     nonzero: bool = False,
     load: bool = True,
+    normalize: bool = True,
 ) -> Compose:
     """MONAI transforms that load, reorient, resample, normalise and crop/pad a sample.
 
@@ -65,6 +66,8 @@ def preprocessing(
         window, lower, upper, nonzero: see :class:`~medsynth.data.intensity.ModalityNormalize`.
         load: start from paths (``LoadImaged`` + ``EnsureChannelFirstd``); ``False`` for dicts that
             already hold channel-first MetaTensors (e.g. from :func:`medsynth.io.monai_reader.to_metatensor`).
+        normalize: ``False`` keeps the original intensities (a caller that scales from part of
+            the image, e.g. the training slabs, does it itself).
 
     Returns:
         A ``Compose`` mapping ``{key: path}`` to ``{key: MetaTensor (C, *spatial)}``.
@@ -80,7 +83,8 @@ def preprocessing(
     if spacing_mm is not None:
         modes = ["bilinear"] * len(image_keys) + (["nearest"] if label_key is not None else [])
         transforms.append(Spacingd(all_keys, pixdim=spacing_mm, mode=modes))
-    transforms.append(ModalityNormalized(image_keys, modality, window, lower, upper, nonzero))
+    if normalize:
+        transforms.append(ModalityNormalized(image_keys, modality, window, lower, upper, nonzero))
     if size is not None:
         transforms.append(ResizeWithPadOrCropd(all_keys, spatial_size=size))
     transforms.append(EnsureTyped(all_keys, dtype=torch.float32, track_meta=True))

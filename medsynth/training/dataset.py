@@ -7,6 +7,7 @@ so a resumed run sees exactly the batches an uninterrupted run would.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ from medsynth.data import (
     RandThickSlicesd,
     preprocessing,
 )
+from medsynth.data.intensity import intensity_scaling
 from medsynth.errors import MedsynthError
 from medsynth.io import find_images
 from medsynth.io.monai_reader import to_metatensor
@@ -40,10 +42,14 @@ class Volume:
     scaling: dict  # intensity scaling record (medsynth.data.intensity_scaling)
 
 
-def load_volumes(data: DataConfig, spatial_dims: int) -> list[Volume]:
+def load_volumes(data: DataConfig, spatial_dims: int, *, split: bool = True) -> list[Volume]:
     """Read, reorient (RAS), resample and normalise every training image (and label) once.
 
-    Without ``data.images``, the bundled MNI152 template and its tissue labels are used.
+    Without ``data.images``, the bundled MNI152 template and its tissue labels are used. Each
+    image is scaled to [0, 1] by its modality's rule (CT window, or MR percentiles); with
+    ``split``, MR percentiles come from the voxels of the training part only (the training
+    slabs of a volume cut into slabs, see :func:`split_volumes`), so no statistic of a
+    validation or test voxel reaches training.
 
     Raises:
         MedsynthError: no usable image, label problems, or 2D images for a 3D config.
@@ -65,8 +71,9 @@ def load_volumes(data: DataConfig, spatial_dims: int) -> list[Volume]:
         else:
             items = [{"image": source.read(), "name": source.name} for source in sources]
     label_key = "label" if "label" in items[0] else None
-    load = preprocessing(keys=("image",), label_key=label_key, spacing_mm=data.spacing_mm, modality=data.modality,
-                         window=data.ct_window, load=False)
+    load = preprocessing(keys=("image",), label_key=label_key, spacing_mm=data.spacing_mm, load=False,
+                         normalize=False)
+    by_slabs = split and len(items) < MIN_CASES_FOR_CASE_SPLIT
     volumes = []
     for item in items:
         loaded = load({k: to_metatensor(v) for k, v in item.items() if k != "name"})
@@ -76,10 +83,79 @@ def load_volumes(data: DataConfig, spatial_dims: int) -> list[Volume]:
                 raise MedsynthError(f"{item['name']}: 2D image, but the config is 3D (spatial_dims: 3)")
             image = image[..., None]
             label = None if label is None else label[..., None]
+        raw = image.as_tensor().float()
+        region = raw[..., _train_slices(raw.shape[-1], data)] if by_slabs else raw
+        region = region if region.numel() else raw
+        modality = data.modality or image.meta.get("modality")
+        scaling = intensity_scaling(region, modality, window=data.ct_window)
+        normalised = ((raw - scaling["low"]) / (scaling["high"] - scaling["low"])).clamp(0.0, 1.0)
         source = item["image"].meta.get("source") or item["name"]
-        volumes.append(Volume(image.as_tensor().float(), None if label is None else label.as_tensor().round().long(),
-                              str(source), dict(image.meta.get("intensity_scaling", {}))))
+        volumes.append(Volume(normalised, None if label is None else label.as_tensor().round().long(), str(source),
+                              scaling))
     return volumes
+
+
+#: a folder with at least this many volumes is split by case, fewer by axial slabs
+MIN_CASES_FOR_CASE_SPLIT = 3
+#: a volume with fewer slices (a 2D image) is not cut into slabs: it all goes to training
+MIN_SLAB_DEPTH = 10
+PARTS = ("train", "validation", "test")
+
+
+def slab_bounds(depth: int, fractions: tuple[float, float]) -> tuple[int, int]:
+    """First and past-the-end slice of the axial slab ``fractions`` (of Z) of a ``depth``-slice volume."""
+    return round(fractions[0] * depth), round(fractions[1] * depth)
+
+
+def _train_slices(depth: int, data: DataConfig) -> torch.Tensor:
+    """Indices of the axial slices of a volume cut into slabs that belong to the training part."""
+    keep = torch.ones(depth, dtype=torch.bool)
+    for fractions in (data.validation, data.test) if depth >= MIN_SLAB_DEPTH else ():
+        start, stop = slab_bounds(depth, fractions)
+        keep[start:stop] = False
+    return torch.nonzero(keep)[:, 0]
+
+
+def split_volumes(volumes: list[Volume], data: DataConfig) -> dict[str, list[Volume]]:
+    """The three disjoint parts, ``{"train": [...], "validation": [...], "test": [...]}``.
+
+    Fewer than :data:`MIN_CASES_FOR_CASE_SPLIT` volumes (the bundled template): each volume is cut
+    into the axial slabs ``data.validation`` and ``data.test`` and the training pieces around
+    them (``name:train0``, ``name:validation``, ...), so a 3D patch never spans two parts; a
+    volume thinner than :data:`MIN_SLAB_DEPTH` slices (a 2D image) is all training. More
+    volumes: whole cases, ``data.case_split`` of them for validation and test (at least one
+    each), chosen by a hash of their names, so adding a case does not reshuffle the others.
+    """
+    parts: dict[str, list[Volume]] = {part: [] for part in PARTS}
+    if len(volumes) >= MIN_CASES_FOR_CASE_SPLIT:
+        ranked = sorted(volumes, key=lambda v: (zlib.crc32(v.name.encode("utf-8", "replace")), v.name))
+        n_test = max(1, round(data.case_split[1] * len(ranked))) if data.case_split[1] > 0 else 0
+        n_val = max(1, round(data.case_split[0] * len(ranked))) if data.case_split[0] > 0 else 0
+        if n_test + n_val >= len(ranked):
+            raise MedsynthError(f"data.case_split: {list(data.case_split)} of {len(ranked)} cases leaves none to train")
+        parts["test"], parts["validation"], parts["train"] = (ranked[:n_test], ranked[n_test:n_test + n_val],
+                                                              ranked[n_test + n_val:])
+        return parts
+    for volume in volumes:
+        depth = volume.image.shape[-1]
+        if depth < MIN_SLAB_DEPTH:
+            parts["train"].append(volume)
+            continue
+        cuts = sorted([(*slab_bounds(depth, data.validation), "validation"), (*slab_bounds(depth, data.test), "test")])
+        edge, pieces = 0, 0
+        for start, stop, part in cuts + [(depth, depth, None)]:
+            if start > edge:
+                parts["train"].append(_slab(volume, edge, start, f"train{pieces}"))
+                pieces += 1
+            if part is not None and stop > start:
+                parts[part].append(_slab(volume, start, stop, part))
+            edge = max(edge, stop)
+    return parts
+
+
+def _slab(volume: Volume, start: int, stop: int, name: str) -> Volume:
+    return Volume(volume.image[..., start:stop], None if volume.label is None else volume.label[..., start:stop],
+                  f"{volume.name}:{name}", volume.scaling)
 
 
 def check_labels(volumes: list[Volume], job: JobConfig) -> None:
@@ -93,26 +169,6 @@ def check_labels(volumes: list[Volume], job: JobConfig) -> None:
         if high >= job.num_classes:
             raise MedsynthError(f"{volume.name}: label value {high} is outside job.num_classes={job.num_classes} "
                                 f"(classes 0..{job.num_classes - 1})")
-
-
-def holdout_bounds(depth: int, holdout: tuple[float, float]) -> tuple[int, int]:
-    """First and past-the-end slice of the held-out axial slab ``holdout`` (fractions of Z) of ``depth`` slices."""
-    return round(holdout[0] * depth), round(holdout[1] * depth)
-
-
-def split_holdout(volumes: list[Volume], holdout: tuple[float, float]) -> tuple[list[Volume], list[Volume]]:
-    """Cut each volume into the axial slab ``holdout`` (fractions of Z) and the parts above and below it."""
-    train, held = [], []
-    for volume in volumes:
-        depth = volume.image.shape[-1]
-        start, stop = holdout_bounds(depth, holdout)
-        for name, (a, b) in (("below", (0, start)), ("above", (stop, depth)), ("holdout", (start, stop))):
-            if b <= a:
-                continue
-            part = Volume(volume.image[..., a:b], None if volume.label is None else volume.label[..., a:b],
-                          f"{volume.name}:{name}", volume.scaling)
-            (held if name == "holdout" else train).append(part)
-    return train, held
 
 
 class PatchSampler:
@@ -136,7 +192,8 @@ class PatchSampler:
         self.volumes = [self._prepare(v) for v in volumes]
         self.volumes = [v for v in self.volumes if v.image.shape[-1] > 0]
         if not self.volumes:
-            raise MedsynthError("no training data left after removing the held-out slab (data.holdout)")
+            raise MedsynthError("no training data left after removing the validation and test parts (data.validation, "
+                                "data.test)")
 
     def _prepare(self, volume: Volume) -> Volume:
         """2D: move the slice axis last; pad every volume to at least the patch size."""
@@ -244,13 +301,13 @@ def degradation(job: JobConfig, scaling: dict) -> Callable[[np.ndarray, int], np
     return degrade
 
 
-def training_sources(config: ExperimentConfig) -> tuple[PatchSampler, list[Volume], list[Volume]]:
-    """Load, check and split the data of ``config``: the patch sampler, training and held-out volumes."""
+def training_sources(config: ExperimentConfig) -> tuple[PatchSampler, dict[str, list[Volume]]]:
+    """Load, check and split the data of ``config``: the patch sampler (training part only) and the parts."""
     volumes = load_volumes(config.data, config.spatial_dims)
     check_labels(volumes, config.job)
-    train, held = split_holdout(volumes, config.data.holdout)
-    return PatchSampler(train, config.data, config.spatial_dims), train, held
+    parts = split_volumes(volumes, config.data)
+    return PatchSampler(parts["train"], config.data, config.spatial_dims), parts
 
 
-__all__ = ["PatchSampler", "Volume", "degradation", "load_volumes", "make_condition", "split_holdout",
-           "training_sources"]
+__all__ = ["PARTS", "PatchSampler", "Volume", "degradation", "load_volumes", "make_condition", "slab_bounds",
+           "split_volumes", "training_sources"]

@@ -42,7 +42,11 @@ class DataConfig:
     spacing_mm: float | None = None  # resample to this isotropic spacing; None: keep
     patch_size: tuple[int, ...] = (64, 64)
     slice_axis: int = 2  # 2D models: spatial axis the volumes are sliced along (2 = axial)
-    holdout: tuple[float, float] = (0.45, 0.6)  # slab of axial positions (fractions) never trained on
+    # three disjoint parts (docs/architecture.md, "Train, validation, test"): one volume is cut into
+    # axial slabs (fractions of Z); several volumes are split by case
+    validation: tuple[float, float] = (0.26, 0.39)  # slab for every choice (steps, sampler, baselines)
+    test: tuple[float, float] = (0.51, 0.64)  # slab scored once per shipped config
+    case_split: tuple[float, float] = (0.15, 0.15)  # several volumes: fractions of cases for validation, test
     min_foreground: float = 0.1  # patches need this fraction of foreground (label > 0, else image > 0.05)
     augment: bool = False  # random flips along every patch axis and a random gamma (0.8-1.25) of each patch
 
@@ -56,9 +60,14 @@ class DataConfig:
                              f"more than {MAX_PATCH_VOXELS}")
         if self.slice_axis not in (0, 1, 2):
             raise ValueError(f"slice_axis: must be 0, 1 or 2, got {self.slice_axis}")
-        check_range(self, "holdout", 0.0, 1.0)
-        if self.holdout[0] > self.holdout[1]:
-            raise ValueError(f"holdout: expected 0 <= start <= stop <= 1, got {list(self.holdout)}")
+        for key in ("validation", "test"):
+            check_range(self, key, 0.0, 1.0)
+            if getattr(self, key)[0] > getattr(self, key)[1]:
+                raise ValueError(f"{key}: expected 0 <= start <= stop <= 1, got {list(getattr(self, key))}")
+        (a, b), (c, d) = self.validation, self.test
+        if a < b and c < d and a < d and c < b:
+            raise ValueError(f"validation {list(self.validation)} and test {list(self.test)}: the slabs overlap")
+        check_range(self, "case_split", 0.0, 0.5)
         check_range(self, "min_foreground", 0.0, 1.0, below=True)
         if self.spacing_mm is not None:
             check_range(self, "spacing_mm", 0.01, 100.0)

@@ -186,8 +186,8 @@ class Trainer:
     def _build(self) -> None:
         config = self.config
         torch.manual_seed(config.train.seed)
-        self.sampler, train_volumes, held_volumes = training_sources(config)
-        self.scaling = train_volumes[0].scaling
+        self.sampler, parts = training_sources(config)
+        self.scaling = parts["train"][0].scaling
         self.model: Synthesizer = build_synthesizer(config.family, config.spatial_dims,
                                                     config.job.condition_channels, config.model).to(self.device)
         self.ranks.broadcast_module(self.model)  # equal already (same seed); made certain, as DDP does
@@ -204,7 +204,7 @@ class Trainer:
         # one loss scaler per optimizer: a GAN's two losses have their own scales and steps
         self.scalers = {name: torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
                         for name in self.optimizers}
-        self.preview = self._preview_batch(held_volumes or train_volumes)
+        self.preview = self._preview_batch(parts["train"])  # never a validation or test voxel, even in a picture
 
     def _lr_factor(self, step: int) -> float:
         train = self.config.train

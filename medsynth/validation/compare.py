@@ -36,7 +36,7 @@ from medsynth.io.files import prepare_output_dir, write_json
 from medsynth.synthesis.apply import TrainedModel, output_seed
 from medsynth.synthesis.labels import deform_label
 from medsynth.training import RunDirectory, Trainer
-from medsynth.training.dataset import load_volumes, split_holdout
+from medsynth.training.dataset import load_volumes, split_volumes
 from medsynth.training.experiment import ExperimentConfig, experiment_from_dict, experiment_to_dict, load_experiment
 from medsynth.training.run_dir import checkpoint_name
 from medsynth.training.trainer import resolve_device
@@ -95,7 +95,8 @@ class CompareConfig:
 
 
 #: the data settings that define which real slices are trained on and which are held out
-SPLIT_KEYS = ("images", "labels", "modality", "ct_window", "spacing_mm", "slice_axis", "holdout")
+SPLIT_KEYS = ("images", "labels", "modality", "ct_window", "spacing_mm", "slice_axis", "validation", "test",
+              "case_split")
 
 
 def _split(experiment: ExperimentConfig) -> dict:
@@ -137,11 +138,13 @@ def _experiments(config: CompareConfig) -> dict[str, ExperimentConfig]:
 
 
 def _slices(experiment: ExperimentConfig, min_foreground: float) -> tuple[ImageSet, ImageSet]:
-    """Real training and held-out 2D slices (along ``data.slice_axis``) of the experiment's data."""
+    """Real training and test 2D slices (along ``data.slice_axis``) of the experiment's data (its
+    train and test parts; ``held`` below is the test part)."""
     volumes = load_volumes(experiment.data, experiment.spatial_dims)
     if any(v.label is None for v in volumes):
         raise MedsynthError("compare: the data has no label maps (data.labels); generate models need them")
-    train_parts, held_parts = split_holdout(volumes, experiment.data.holdout)
+    parts = split_volumes(volumes, experiment.data)
+    train_parts, held_parts = parts["train"], parts["test"]
     axis = experiment.data.slice_axis
 
     def cut(parts: list) -> tuple[list, list, list]:
@@ -157,7 +160,7 @@ def _slices(experiment: ExperimentConfig, min_foreground: float) -> tuple[ImageS
     for what, found in (("training", train), ("held-out", held)):
         if len(found[0]) < 2:
             raise MedsynthError(f"compare: only {len(found[0])} {what} slices with label foreground >= "
-                                f"{min_foreground}; check data.holdout and min_foreground")
+                                f"{min_foreground}; check data.test and min_foreground")
     shape = common_shape(held[0] + train[0])
 
     def to_set(images: list, labels: list, names: list) -> ImageSet:
@@ -318,7 +321,7 @@ def compare(config: CompareConfig | str | os.PathLike, out: str | os.PathLike, *
               "data": {"train_slices": len(train), "held_out_slices": len(held),
                        "slice_shape": list(train.images.shape[2:]), "classes": class_names,
                        "source": first.data.images or "bundled MNI152 2009 template (nilearn)",
-                       "holdout": list(first.data.holdout)},
+                       "test_slab": list(first.data.test)},
               "feature_network": {"description": extractor.description, **extractor.config},
               "real_ms_ssim": diversity(held.images), "models": metrics, "utility": utility,
               "seconds": round(time.perf_counter() - began, 1)}

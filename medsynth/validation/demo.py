@@ -15,7 +15,7 @@ from pathlib import Path
 from medsynth.config import from_dict
 from medsynth.validation.compare import CompareConfig, compare
 
-_DATA = {"patch_size": [64, 64], "slice_axis": 2, "holdout": [0.45, 0.6]}
+_DATA = {"patch_size": [64, 64], "slice_axis": 2}
 _JOB = {"name": "generate", "num_classes": 3}
 #: the generate_2d configs' models at batch 8 and matched wall time: about 3 minutes each on 2 CPU cores
 DEMO = {

@@ -244,7 +244,7 @@ def write_report(out: Path, report: dict, train: ImageSet, held: ImageSet, shown
         f"Training budget: {budget}. Small (CPU) budgets give weak models: these results are not either "
         "family's ceiling.",
         f"Data: {html.escape(str(data['source']))}; {data['train_slices']} real training slices and "
-        f"{data['held_out_slices']} held-out slices (axial slab {data['holdout']}) of "
+        f"{data['held_out_slices']} held-out test slices (axial slab {data.get('test_slab')}) of "
         f"{'x'.join(map(str, data['slice_shape']))} voxels.",
         f"Features for FID/KID/precision/recall: {html.escape(report['feature_network']['description'])}.",
         f"Realism and coverage compare samples for the held-out label maps with the real held-out slices "

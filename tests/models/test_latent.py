@@ -169,7 +169,7 @@ def test_state_dict_keeps_the_stage_and_the_scale_factor():
 
 def test_trainer_runs_both_stages_and_resumes_bit_for_bit(tmp_path):
     config = {"job": {"name": "generate"}, "spatial_dims": 2, "family": "latent_diffusion",
-              "data": {"patch_size": [16, 16], "holdout": [0.45, 0.6]},
+              "data": {"patch_size": [16, 16]},
               "model": {**TINY, "ae_patch": [8, 8]},
               "train": {"steps": 6, "batch_size": 2, "log_every": 2, "checkpoint_every": 3, "sample_every": 6,
                         "sample_steps": 2, "warmup_steps": 2}}

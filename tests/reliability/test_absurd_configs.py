@@ -16,7 +16,7 @@ CONFIG = Path(__file__).parent.parent.parent / "configs" / "denoise_2d_gan.yaml"
     ("train.batch_size=1000000", "batch_size"), ("train.lr=0", "lr"), ("train.lr=-1e-3", "lr"),
     ("train.ema_decay=1.5", "ema_decay"), ("data.patch_size=[8192,8192]", "patch_size"),
     ("data.patch_size=[2,64]", "patch_size"), ("data.patch_size=[64,64,64]", "patch_size"),
-    ("data.holdout=[0.8,0.2]", "holdout"), ("data.spacing_mm=-1", "spacing_mm"), ("job.num_classes=1", "num_classes"),
+    ("data.test=[0.8,0.2]", "test"), ("data.spacing_mm=-1", "spacing_mm"), ("job.num_classes=1", "num_classes"),
     ("job.factor=[4,2]", "factor"), ("job.noise_sigma=[-1,0.1]", "noise_sigma"), ("train.steps=ten", "steps"),
     ("model.channels=[]", "channels"), ("model.channels=[8,-16]", "channels"), ("nonsense=1", "nonsense"),
     ("train.warmup=10", "warmup"),

@@ -9,7 +9,7 @@ import pytest
 
 from medsynth.errors import MedsynthError
 from medsynth.training import RunDirectory
-from medsynth.training.dataset import load_volumes, split_holdout
+from medsynth.training.dataset import load_volumes, split_volumes
 from medsynth.validation.copies import near_copy_check
 from tests.cli.test_cli import run
 from tests.reliability import write_axial_slices
@@ -24,7 +24,7 @@ def model(tmp_path_factory):
 def test_a_training_slice_is_flagged_and_noise_is_not(model):
     check = near_copy_check(model)
     config = RunDirectory(model).read_config()
-    train, _ = split_holdout(load_volumes(config.data, 2), config.data.holdout)
+    train = split_volumes(load_volumes(config.data, 2), config.data)["train"]
     training_slice = train[0].image[0, :, :, 20].numpy()
     assert check(training_slice + 0.001) < 0.05
     assert check(np.random.default_rng(0).random(training_slice.shape).astype(np.float32)) is None

@@ -29,7 +29,7 @@ def train_tiny(folder, job="generate", family="diffusion", dims=2, **job_options
     from medsynth.training import Trainer, load_experiment
 
     config = {"job": {"name": job, **job_options}, "spatial_dims": dims, "family": family,
-              "data": {"patch_size": [16] * dims, "holdout": [0.45, 0.6]},
+              "data": {"patch_size": [16] * dims},
               "model": TINY_GAN if family == "gan" else TINY_MODEL, "train": {**TINY_TRAIN, "steps": 2}}
     path = folder / f"{job}_{family}_{dims}d.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -30,7 +30,7 @@ TINY_TRAIN = {"steps": 6, "batch_size": 2, "log_every": 2, "checkpoint_every": 3
 
 def tiny_config(tmp_path, job_name="denoise", dims=2, family="diffusion", **sections):
     config = {"job": {"name": job_name}, "spatial_dims": dims, "family": family,
-              "data": {"patch_size": [16] * dims, "holdout": [0.45, 0.6]},
+              "data": {"patch_size": [16] * dims},
               "model": TINY_GAN if family == "gan" else TINY_MODEL, "train": TINY_TRAIN}
     for key, value in sections.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
@@ -128,14 +128,14 @@ def test_ct_low_dose_denoising_on_a_phantom(tmp_path):
     folder = _phantom_folder(tmp_path)
     path = tiny_config(tmp_path, job={"name": "denoise", "noise": "low_dose_ct", "photons": [1e4, 1e5]},
                        data={"images": str(folder / "images"), "modality": "CT", "ct_window": "soft_tissue",
-                             "holdout": [0.0, 0.0], "min_foreground": 0.0})
+                             "validation": [0.0, 0.0], "test": [0.0, 0.0], "min_foreground": 0.0})
     Trainer(load_experiment(path), tmp_path / "run", progress=False).fit()
     assert len(read_log(tmp_path / "run")) == 3
 
 
 def test_real_ct_slice_from_pydicom(tmp_path, pydicom_file):
     path = tiny_config(tmp_path, data={"images": str(pydicom_file("CT_small.dcm")), "modality": "CT",
-                                       "holdout": [0.0, 0.0], "patch_size": [32, 32]},
+                                       "validation": [0.0, 0.0], "test": [0.0, 0.0], "patch_size": [32, 32]},
                        job={"name": "denoise", "noise": "gaussian"})
     Trainer(load_experiment(path), tmp_path / "run", progress=False).fit()
     assert (tmp_path / "run" / "samples" / "step_0000006.png").exists()
@@ -149,7 +149,7 @@ def test_real_ct_slice_from_pydicom(tmp_path, pydicom_file):
     ("label_off_grid", [], "label affine differs"),
 ])
 def test_bad_training_data(tmp_path, setup, overrides, message):
-    data = {"holdout": [0.0, 0.0], "min_foreground": 0.0}
+    data = {"validation": [0.0, 0.0], "test": [0.0, 0.0], "min_foreground": 0.0}
     if setup == "two_d_data":
         write_nifti(MedicalImage(np.random.rand(20, 20).astype(np.float32), np.eye(4)), tmp_path / "d2" / "a.nii.gz")
         data["images"] = str(tmp_path / "d2")
@@ -222,12 +222,3 @@ def test_torchrun_two_processes_follow_the_one_process_trajectory(tmp_path, job)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-4  # Adam moves weights by up to ~8e-4 here
 
 
-def test_holdout_slab_and_training_parts_tile_the_volume():
-    from medsynth.training.dataset import Volume, holdout_bounds, split_holdout
-
-    image = torch.arange(10.0).reshape(1, 1, 1, 10)
-    train, held = split_holdout([Volume(image, None, "v", {})], (0.3, 0.6))
-    start, stop = holdout_bounds(10, (0.3, 0.6))
-    assert held[0].image.flatten().tolist() == list(range(start, stop)) == [3, 4, 5]
-    assert sorted(torch.cat([part.image.flatten() for part in train + held]).tolist()) == list(range(10))
-    assert all(not set(part.image.flatten().tolist()) & {3, 4, 5} for part in train)

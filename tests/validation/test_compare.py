@@ -20,7 +20,7 @@ TINY = {"samples": {"per_label": 2, "batch_size": 32}, "features": {"steps": 2},
 
 def experiment(family: str) -> dict:
     return {"job": {"name": "generate", "num_classes": 3}, "family": family, "spatial_dims": 2,
-            "data": {"patch_size": [32, 32], "holdout": [0.45, 0.6]},
+            "data": {"patch_size": [32, 32]},
             "model": TINY_GAN if family == "gan" else TINY_MODEL, "train": {**TINY_TRAIN, "steps": 2}}
 
 
@@ -68,7 +68,7 @@ def test_compare_takes_finished_runs_and_checks_them(compared, tmp_path):
     result = run("compare", config, "--out", tmp_path / "x", "--runs", "gan")
     assert result.exit_code == 1 and "expected NAME=RUN_DIR" in error_line(result)
     result = run("compare", config, "--out", tmp_path / "x", "--runs", f"gan={runs / 'gan'}",
-                 "--set", 'overrides=["data.holdout=[0.2, 0.3]"]')
+                 "--set", 'overrides=["data.test=[0.7, 0.8]"]')
     assert result.exit_code == 1 and "another held-out split" in error_line(result)
 
 
@@ -76,7 +76,7 @@ def test_compare_rejects_what_it_cannot_measure(tmp_path):
     denoise = {**experiment("gan"), "job": {"name": "denoise"}}
     with pytest.raises(MedsynthError, match="experiments.gan: compare measures label-conditioned 2D generate"):
         compare(from_dict(CompareConfig, {"experiments": {"gan": denoise}}), tmp_path / "out")
-    other_split = {**experiment("gan"), "data": {"patch_size": [32, 32], "holdout": [0.1, 0.2]}}
+    other_split = {**experiment("gan"), "data": {"patch_size": [32, 32], "test": [0.7, 0.8]}}
     with pytest.raises(MedsynthError, match="every model must be trained and measured on the same split"):
         compare(from_dict(CompareConfig, {"experiments": {"a": experiment("gan"), "b": other_split}}), tmp_path / "o")
     assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists()
