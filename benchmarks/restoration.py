@@ -83,19 +83,27 @@ def train_or_reuse(config_path: Path, seed: int, runs: Path, overrides: list[str
     """The finished run of ``config_path`` with ``train.seed = seed``: reused only when its resolved
     config is the same (hash), resumed when unfinished, trained otherwise."""
     config = load_experiment(config_path, [*overrides, f"train.seed={seed}"])
-    resolved = experiment_to_dict(config)
+    resolved = _trained_by(config)
     run = runs / f"{config_path.stem}_seed{seed}"
     directory = RunDirectory(run)
     if directory.exists():
-        if config_hash(experiment_to_dict(directory.read_config())) != config_hash(resolved):
+        if config_hash(_trained_by(directory.read_config())) != config_hash(resolved):
             raise SystemExit(f"{run}: holds a run of another config; remove it or use another --runs")
         done = directory.latest_checkpoint()
         if done is None or done.name != checkpoint_name(config.train.steps):
+            config.description = directory.read_config().description  # free text: may have been reworded
             Trainer(config, run, device="cpu", resume=True).fit()
     else:
         Trainer(config, run, device="cpu").fit()
     summary = json.loads((run / "summary.json").read_text())
     return run, resolved, float(summary["seconds_total"])
+
+
+def _trained_by(config) -> dict:
+    """The resolved config that decides what a run learns: every value but the free-text description."""
+    resolved = experiment_to_dict(config)
+    resolved.pop("description", None)
+    return resolved
 
 
 def conditions(job: str, config, clean: np.ndarray, seed: int) -> dict[str, np.ndarray]:

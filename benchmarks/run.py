@@ -306,7 +306,7 @@ SAMPLING = [("ddpm", 1000, 1), ("ddim", 50, 1), ("ddim", 20, 1), ("ddim", 10, 1)
 
 
 def sampling(args) -> dict:
-    from quality import train_or_reuse
+    from restoration import CONFIGS, train_or_reuse
 
     from medsynth.data.degradations import interpolate_slabs, rician_noise, thick_slices
     from medsynth.training import RunDirectory
@@ -318,7 +318,7 @@ def sampling(args) -> dict:
     runs = Path(tempfile.mkdtemp(prefix="medsynth-quick-")) if args.quick else args.runs  # quick: always fresh
     results = {}
     for job in args.sampling_jobs:
-        run, train_seconds = train_or_reuse("diffusion", job, 2, runs, overrides)
+        run, _, train_seconds = train_or_reuse(CONFIGS / f"{job}_2d_diffusion.yaml", 0, runs, overrides)
         config = RunDirectory(run).read_config()
         held = split_volumes(load_volumes(config.data, 2), config.data)["validation"]  # a choice: validation only
         clean_volume, mask_volume = held[0].image[0].numpy(), held[0].label[0].numpy() > 0

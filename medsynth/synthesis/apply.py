@@ -29,12 +29,10 @@ from medsynth.training.run_dir import RunDirectory
 from medsynth.training.trainer import resolve_device
 
 log = logging.getLogger("medsynth")
-#: 3D restoration runs in overlapping windows this many training patches a side, Gaussian-blended.
-#: Measured on the held-out MNI152 slab (32^3-patch CPU GAN runs, README): windows of one patch
-#: leave some holding background only, which training never showed (``data.min_foreground``), and
-#: wreck SSIM (SR x2 29.08 dB / 0.848); the whole volume at once puts the network outside the field
-#: of view it was trained on (denoise 28.44 dB, SR x2 29.13 / 0.975); two patches: denoise 29.68 dB,
-#: SR x2 29.90 / 0.979.
+#: 3D restoration runs in overlapping windows this many training patches a side, Gaussian-blended:
+#: windows of one patch leave some holding background only, which training never showed
+#: (``data.min_foreground``), and the whole volume at once puts the network outside the field of
+#: view it was trained on (docs/architecture.md).
 WINDOW_PATCHES = 2
 WINDOW_OVERLAP = 0.5
 #: largest number of 2D slices (or 3D windows) per network call, as for training
