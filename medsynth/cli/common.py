@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -15,11 +16,16 @@ from medsynth.errors import MedsynthError, display
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def one_line(text: str) -> str:
+    """A message as one printable line: bad bytes as U+FFFD, newlines (from file names) escaped."""
+    return display(text).replace("\r", "\\r").replace("\n", "\\n")
+
+
 class _StderrHandler(logging.Handler):
     """Writes to whatever ``sys.stderr`` is at the time (test runners swap it)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        sys.stderr.write(f"{record.levelname.lower()}: {display(record.getMessage())}\n")
+        sys.stderr.write(f"{record.levelname.lower()}: {one_line(record.getMessage())}\n")
 
 
 def setup_logging() -> None:
@@ -39,10 +45,10 @@ def command(function: F) -> F:
         try:
             return function(*args, **kwargs)
         except MedsynthError as err:
-            typer.echo(f"error: {display(str(err))}", err=True)
+            typer.echo(f"error: {one_line(str(err))}", err=True)
             raise typer.Exit(1) from None
         except OSError as err:  # a file-system failure no reader or writer turned into a MedsynthError
-            where = display(err.filename) if err.filename else "file system"
+            where = one_line(os.fspath(err.filename)) if err.filename else "file system"
             typer.echo(f"error: {where}: {err.strerror or err}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:

@@ -14,7 +14,14 @@ from tqdm.auto import tqdm
 from medsynth.errors import MedsynthError, display
 from medsynth.io.dicom_write import write_dicom_series
 from medsynth.io.discovery import find_images
-from medsynth.io.files import check_separate, inside_output, is_inside, prepare_output_dir, write_datalist
+from medsynth.io.files import (
+    check_separate,
+    folder_lock,
+    inside_output,
+    is_inside,
+    prepare_output_dir,
+    write_datalist,
+)
 from medsynth.io.nifti import write_nifti
 from medsynth.io.pairing import check_label, pair_labels
 
@@ -71,38 +78,39 @@ def convert(
     out = prepare_output_dir(output_dir, input_path, labels_path)
     input_root = input_path if input_path.is_dir() else input_path.parent
     entries: list[dict[str, str]] = []
-    staging = Path(tempfile.mkdtemp(prefix=".medsynth-staging-", dir=out))
-    try:
-        for source, label_source in tqdm(pairs, desc="convert", unit="image", disable=not progress or None):
-            try:
-                image = source.read()
-                label = check_label(label_source.read(), image) if label_source is not None else None
-            except MedsynthError as err:
-                if not skip_invalid:
-                    raise
-                log.warning("skipped %s", err)
-                continue
-            entry = {"image": f"images/{source.name}" + (".nii.gz" if output_format == "nifti" else "")}
-            if output_format == "nifti":
-                write_nifti(image, staging / entry["image"])
-            else:
-                write_dicom_series(image, staging / entry["image"],
-                                   series_description=image.meta.get("series_description") or source.name)
-            if label is not None:
-                entry["label"] = f"labels/{source.name}.nii.gz"
-                write_nifti(label, staging / entry["label"])
-            entry["source"] = display(os.path.relpath(source.path, input_root))  # JSON-safe text for any file name
-            entry["modality"] = str(image.meta.get("modality", "unknown"))
-            entries.append(entry)
-        if not entries:
-            raise MedsynthError(f"{input_path}: none of the {len(sources)} images could be converted")
-        for entry in entries:
-            for key in ("image", "label"):
-                if key in entry:
-                    _replace(staging / entry[key], inside_output(out, entry[key]))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    write_datalist(out, entries, f"medsynth convert of {input_path.name} ({output_format})")
+    with folder_lock(out, "output folder"):  # two converts into one folder would mix their datalists
+        staging = Path(tempfile.mkdtemp(prefix=".medsynth-staging-", dir=out))
+        try:
+            for source, label_source in tqdm(pairs, desc="convert", unit="image", disable=not progress or None):
+                try:
+                    image = source.read()
+                    label = check_label(label_source.read(), image) if label_source is not None else None
+                except MedsynthError as err:
+                    if not skip_invalid:
+                        raise
+                    log.warning("skipped %s", err)
+                    continue
+                entry = {"image": f"images/{source.name}" + (".nii.gz" if output_format == "nifti" else "")}
+                if output_format == "nifti":
+                    write_nifti(image, staging / entry["image"])
+                else:
+                    write_dicom_series(image, staging / entry["image"],
+                                       series_description=image.meta.get("series_description") or source.name)
+                if label is not None:
+                    entry["label"] = f"labels/{source.name}.nii.gz"
+                    write_nifti(label, staging / entry["label"])
+                entry["source"] = display(os.path.relpath(source.path, input_root))  # JSON-safe text for any file name
+                entry["modality"] = str(image.meta.get("modality", "unknown"))
+                entries.append(entry)
+            if not entries:
+                raise MedsynthError(f"{input_path}: none of the {len(sources)} images could be converted")
+            for entry in entries:
+                for key in ("image", "label"):
+                    if key in entry:
+                        _replace(staging / entry[key], inside_output(out, entry[key]))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        write_datalist(out, entries, f"medsynth convert of {input_path.name} ({output_format})")
     return entries
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from medsynth.errors import MedsynthError, display, shown
+from medsynth.errors import MedsynthError, describe, display, shown
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 MAX_NAME_LENGTH = 64
@@ -71,10 +71,48 @@ def unique_names(names: list[str]) -> list[str]:
     return result
 
 
+def resolved(path: str | os.PathLike) -> Path:
+    """``path`` with every symlink resolved; a symlink loop is a :class:`MedsynthError`."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as err:  # RuntimeError: a loop (Python < 3.13)
+        raise MedsynthError(f"{display(path)}: cannot resolve the path ({describe(err)})") from None
+
+
 def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """True when ``path`` is ``folder`` or lies below it (symlinks resolved)."""
-    path, folder = Path(path).resolve(), Path(folder).resolve()
+    path, folder = resolved(path), resolved(folder)
     return path == folder or folder in path.parents
+
+
+def check_no_escape(folder: str | os.PathLike, depth: int = 2) -> None:
+    """Refuse a folder that already holds a symlink leading out of it, ``depth`` levels down.
+
+    An output folder or run directory with ``images -> /elsewhere`` or ``checkpoints ->
+    /elsewhere`` would have medsynth write (and prune old checkpoints) outside it.
+
+    Raises:
+        MedsynthError: naming the symlink and where it leads.
+    """
+    root = resolved(folder)
+    level = [Path(folder)] if Path(folder).is_dir() else []
+    for _ in range(depth):
+        below = []
+        for current in level:
+            try:
+                entries = list(os.scandir(current))
+            except OSError:
+                continue
+            for entry in entries:
+                path = Path(entry.path)
+                if entry.is_symlink():
+                    target = resolved(path)
+                    if target != root and root not in target.parents:
+                        raise MedsynthError(f"{display(path)}: a symlink out of {display(folder)} (to "
+                                            f"{display(target)}); medsynth never writes outside its output")
+                elif entry.is_dir(follow_symlinks=False):
+                    below.append(path)
+        level = below
 
 
 def check_separate(output: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
@@ -115,6 +153,7 @@ def prepare_output_dir(output_dir: str | os.PathLike, *inputs: str | os.PathLike
         tempfile.NamedTemporaryFile(dir=output_dir, prefix=".medsynth-write-test-").close()  # probe: deleted on close
     except OSError as err:
         raise MedsynthError(f"{display(output_dir)}: output folder is not writable ({err.strerror or err})") from None
+    check_no_escape(output_dir)
     return output_dir
 
 
@@ -156,6 +195,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp.unlink()
     try:
         yield tmp
+        if target.is_dir() and not target.is_symlink() and not tmp.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder is in the way of this file", os.fspath(target))
         if tmp.is_dir() and target.is_dir():
             old = target.with_name(f".{target.name[:40]}.old-{os.getpid()}")
             os.replace(target, old)
@@ -179,8 +220,8 @@ def folder_lock(folder: str | os.PathLike, what: str, name: str = LOCK_NAME) -> 
     """Hold an exclusive lock on ``folder`` (created if needed) while the block runs.
 
     The lock is an OS advisory lock (``flock``; ``msvcrt.locking`` on Windows) on ``folder/name``:
-    the kernel releases it whenever the process ends, SIGKILL included, so a lock is never stale;
-    the file that remains is harmless and reused. Network file systems without ``flock`` support
+    the kernel releases it whenever the process ends, SIGKILL included, so a lock is never stale.
+    The file is removed when the block ends; one left by a kill is harmless and reused. Network file systems without ``flock`` support
     cannot be protected this way.
 
     Args:
@@ -192,19 +233,29 @@ def folder_lock(folder: str | os.PathLike, what: str, name: str = LOCK_NAME) -> 
     path = Path(folder) / name
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a lock file planted as a symlink (to a file outside) is refused, never truncated
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as err:
-        raise MedsynthError(f"{display(folder)}: cannot lock the {what} ({err.strerror or err})") from None
+        raise MedsynthError(f"{display(path)}: cannot lock the {what} ({err.strerror or err})") from None
     try:
+        problem = file_problem(path, os.fstat(fd))
+        if problem:
+            raise MedsynthError(f"{display(path)}: {problem}; remove it to use the {what}")
         try:
             _lock(fd)
         except OSError:
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            holder = shown(os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process", 60)
             raise MedsynthError(f"{display(folder)}: {what} is in use by {holder}; wait for it to finish or choose "
                                 "another folder") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"process {os.getpid()}".encode(), 0)
-        yield path
+        try:
+            yield path
+        finally:
+            # removed while still held: a process that opens the name now gets a new, free lock, which is
+            # right, since this one's work is over (a lock file left by a kill is reused, never stale)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
     finally:
         os.close(fd)  # closing releases the lock
 
@@ -352,9 +403,13 @@ def append_line(path: str | os.PathLike, line: str) -> None:
     """
     data = (line.rstrip("\n") + "\n").encode("utf-8", "backslashreplace")
     # O_NOFOLLOW: a log or manifest replaced by a symlink (to a file outside the folder) is refused, not appended to
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags, 0o644)  # O_NONBLOCK: a FIFO planted in its place cannot block the open
     try:
-        start = os.fstat(fd).st_size
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, f"{file_problem(path, info)}; medsynth appends to regular files only")
+        start = info.st_size
         try:
             written = os.write(fd, data)
         except OSError:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from medsynth.errors import MedsynthError, describe, display
-from medsynth.io.files import append_line, atomic_path, read_text_file, write_datalist, write_json
+from medsynth.io.files import append_line, atomic_path, check_regular_file, read_text_file, write_datalist, write_json
 
 COLUMNS = ["output", "label", "source", "model", "family", "job", "seed", "sampler", "steps", "seconds"]
 
@@ -35,6 +35,7 @@ def csv_line(values: list[Any]) -> str:
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:
     """The rows of a CSV file medsynth wrote, tolerating a damaged file (rows with missing cells are dropped)."""
+    check_regular_file(path, kind="manifest")  # a FIFO would block the read
     try:
         with open(path, newline="", encoding="utf-8", errors="replace") as handle:
             return [row for row in csv.DictReader(handle) if None not in row.values() and None not in row]

@@ -10,6 +10,7 @@ refined by the model. The output's affine carries the new slice spacing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from medsynth.data import interpolate_slabs
 from medsynth.errors import MedsynthError, check_count, display
 from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
-from medsynth.io.files import check_separate, inside_output, is_nifti, nifti_stem, prepare_output_dir
+from medsynth.io.files import check_separate, folder_lock, inside_output, is_nifti, nifti_stem, prepare_output_dir
 from medsynth.io.image import MAX_VOXELS
 from medsynth.synthesis.apply import (
     MAX_BATCH,
@@ -86,18 +87,20 @@ def restore(
         prepare_output_dir(output_path, input_path)
         targets = _targets(sources, input_path, output_path)
     written = []
-    for source, target in tqdm(list(zip(sources, targets, strict=True)), desc=job.replace("_", "-"), unit="image",
-                               disable=not progress or None):
-        image = source.read()
-        result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
-                              batch_size=batch_size, factor=factor, options=options)
-        if not single_file:
-            target = inside_output(output_path, target.relative_to(output_path))
-        if source.series is None:
-            written.append(write_nifti(result, target))
-        else:
-            written.append(write_dicom_series(result, target, series_description=result.meta["series_description"][:64],
-                                              uid_seed=f"{source.name}/{seed}"))
+    lock = contextlib.nullcontext() if single_file else folder_lock(output_path, "output folder")
+    with lock:  # two runs into one folder would leave a mix of both
+        for source, target in tqdm(list(zip(sources, targets, strict=True)), desc=job.replace("_", "-"), unit="image",
+                                   disable=not progress or None):
+            image = source.read()
+            result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
+                                  batch_size=batch_size, factor=factor, options=options)
+            if not single_file:
+                target = inside_output(output_path, target.relative_to(output_path))
+            if source.series is None:
+                written.append(write_nifti(result, target))
+            else:
+                written.append(write_dicom_series(result, target, uid_seed=f"{source.name}/{seed}",
+                                                  series_description=result.meta["series_description"][:64]))
     return written
 
 

@@ -39,7 +39,7 @@ from safetensors.torch import load_file, save_file
 
 from medsynth.config import parse_yaml
 from medsynth.errors import MedsynthError, describe, display
-from medsynth.io.files import append_line, atomic_path, folder_lock, read_text_file, write_json
+from medsynth.io.files import append_line, atomic_path, check_regular_file, folder_lock, read_text_file, write_json
 from medsynth.training.experiment import ExperimentConfig, experiment_from_dict, experiment_to_dict
 
 KEEP_CHECKPOINTS = 2
@@ -173,8 +173,9 @@ class RunDirectory:
     def truncate_log(self, step: int) -> None:
         """Keep the header and the rows up to ``step`` (those a resume from that checkpoint does not
         repeat); a row cut short by a kill or a full disk, or any other unreadable row, is dropped."""
-        if not self.log_path.exists():
+        if not self.log_path.exists() and not self.log_path.is_symlink():
             return
+        check_regular_file(self.log_path, kind="log")  # a FIFO would block the read
         try:
             with open(self.log_path, newline="", encoding="utf-8", errors="replace") as handle:
                 rows = list(csv.reader(handle))
@@ -206,6 +207,7 @@ class RunDirectory:
     def read_log(self) -> list[dict[str, float]]:
         if not self.log_path.exists():
             return []
+        check_regular_file(self.log_path, kind="log")
         with open(self.log_path, newline="") as handle:
             return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
 

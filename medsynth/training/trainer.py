@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from medsynth.errors import MedsynthError, display
-from medsynth.io.files import check_separate, is_bookkeeping, remove_leftovers
+from medsynth.io.files import check_no_escape, check_separate, is_bookkeeping, remove_leftovers
 from medsynth.models import StepContext, Synthesizer, build_synthesizer
 from medsynth.training.dataset import PatchSampler, Volume, make_condition, training_sources
 from medsynth.training.distributed import Ranks
@@ -290,6 +290,7 @@ class Trainer:
             try:
                 if not self.resume:
                     self._check_fresh()  # again, now that no other process can start in between
+                check_no_escape(self.run.path)  # checkpoints/ or samples/ linked elsewhere: writes and pruning
                 return self._fit()
             except BaseException:
                 if created and not self.run.exists():
@@ -306,6 +307,9 @@ class Trainer:
         start_step, elapsed_before = 0, 0.0
         if self.resume and self.run.latest_checkpoint() is not None:
             start_step, elapsed_before = self._restore()
+            if start_step > train.steps:
+                raise MedsynthError(f"{display(self.run.path)}: the run is at step {start_step}; train.steps "
+                                    f"{train.steps} would go back (give at least {start_step})")
             if main:
                 self.run.truncate_log(start_step)
             log.info("resuming %s at step %d", self.run.path, start_step)

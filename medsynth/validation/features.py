@@ -37,7 +37,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from medsynth.config import check_range, from_dict, to_dict
-from medsynth.errors import MedsynthError, describe, short, shown
+from medsynth.errors import MedsynthError, describe, display, short, shown
 from medsynth.io.files import atomic_path, check_regular_file, read_text_file, write_json
 
 log = logging.getLogger("medsynth")
@@ -191,10 +191,13 @@ class FeatureExtractor:
         if self.config["kind"] != "medsynth":
             raise ValueError("only medsynth's own feature network is saved; a TorchScript file is reused as it is")
         folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / WEIGHTS) as tmp:
-            save_file({k: v.contiguous().cpu() for k, v in self.network.state_dict().items()}, tmp)
-        write_json(folder / CONFIG, self.config)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with atomic_path(folder / WEIGHTS) as tmp:
+                save_file({k: v.contiguous().cpu() for k, v in self.network.state_dict().items()}, tmp)
+            write_json(folder / CONFIG, self.config)
+        except (OSError, SafetensorError) as err:  # safetensors reports a full disk as its own error type
+            raise MedsynthError(f"{display(folder)}: cannot save the feature network ({describe(err)})") from None
         return folder
 
 

@@ -85,7 +85,7 @@ def test_a_symlink_in_the_output_is_never_written_through(tmp_path, models):
     (tmp_path / "out2").mkdir()
     (tmp_path / "out2" / "sub").symlink_to(tmp_path / "in2" / "sub")
     result = run("denoise", tmp_path / "in2", tmp_path / "out2", "--model", models["denoise"], "--device", "cpu")
-    assert result.exit_code == 1 and "leads out of the output folder" in error_line(result)
+    assert result.exit_code == 1 and "a symlink out of" in error_line(result)
     assert fingerprint(tmp_path / "in2") == before
 
 
@@ -97,7 +97,7 @@ def test_a_symlinked_images_folder_in_an_augment_output_is_not_followed(tmp_path
     (tmp_path / "aug" / "images").symlink_to(elsewhere)
     result = run("augment", images, tmp_path / "aug", "--model", models["generate"], "--labels", labels,
                  "--device", "cpu")
-    assert result.exit_code == 1 and "leads out of the output folder" in error_line(result)
+    assert result.exit_code == 1 and "a symlink out of" in error_line(result)
     assert not list(elsewhere.iterdir())
 
 
@@ -332,3 +332,94 @@ def test_metrics_json_is_strict(tmp_path):
         "fid": None, "kid": [None, 1.0], "n": 3}
     assert strict_json({"a": (1.0, -math.inf)}) == {"a": [1.0, None]}
 
+
+
+# found by the red-team pass of this change ---------------------------------------------------------
+
+def test_a_lock_file_planted_as_a_symlink_is_refused_and_its_target_untouched(tmp_path, models, mni):
+    images, labels = write_axial_slices(tmp_path, mni, [40])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "aug").mkdir()
+    (tmp_path / "aug" / ".medsynth.lock").symlink_to(victim)
+    result = run("augment", images, tmp_path / "aug", "--model", models["generate"], "--labels", labels,
+                 "--device", "cpu")
+    assert result.exit_code == 1 and ".medsynth.lock" in error_line(result)
+    assert victim.read_text() == "precious"
+
+
+def test_a_symlink_loop_as_output_is_one_error_line(tmp_path, models):
+    small_volume(tmp_path / "in" / "a.nii.gz")
+    (tmp_path / "loopA").symlink_to(tmp_path / "loopB")
+    (tmp_path / "loopB").symlink_to(tmp_path / "loopA")
+    for args in (["convert", tmp_path / "in", tmp_path / "loopA"], ["convert", tmp_path / "loopA", tmp_path / "o"],
+                 ["denoise", tmp_path / "in", tmp_path / "loopA", "--model", models["denoise"], "--device", "cpu"]):
+        result = run(*args)
+        assert result.exit_code == 1 and "loopA" in error_line(result), result.stderr
+
+
+@pytest.mark.parametrize("planted", ["checkpoints", "samples"])
+def test_a_run_directory_whose_folders_lead_elsewhere_is_refused(tmp_path, models, planted):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(models["denoise"], run_dir)
+    outside = tmp_path / "outside"
+    shutil.move(run_dir / planted, outside)
+    (run_dir / planted).symlink_to(outside)
+    before = fingerprint(outside)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump(config))
+    result = run("train", tmp_path / "same.yaml", "--out", run_dir, "--resume", "--device", "cpu", "--set",
+                 f"train.steps={config['train']['steps'] + 1}")
+    assert result.exit_code == 1 and "a symlink out of" in error_line(result)
+    assert fingerprint(outside) == before  # nothing written there, no old checkpoint pruned there
+
+
+def test_a_fifo_planted_as_the_log_is_refused_without_blocking(tmp_path, models):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(models["denoise"], run_dir)
+    (run_dir / "log.csv").unlink()
+    os.mkfifo(run_dir / "log.csv")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump(config))
+    command = MEDSYNTH + ["train", str(tmp_path / "same.yaml"), "--out", str(run_dir), "--resume", "--device", "cpu",
+                          "--set", f"train.steps={config['train']['steps'] + 1}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "log.csv: not a regular file (a FIFO)" in one_error_line(result.stderr)
+
+
+def test_resume_to_fewer_steps_than_the_checkpoint_is_refused(tmp_path, models):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(models["denoise"], run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    (tmp_path / "same.yaml").write_text(yaml.safe_dump(config))
+    result = run("train", tmp_path / "same.yaml", "--out", run_dir, "--resume", "--device", "cpu", "--set",
+                 "train.steps=1")
+    assert result.exit_code == 1 and "would go back" in error_line(result)
+
+
+def test_two_restorations_into_one_folder_are_refused(tmp_path, models):
+    small_volume(tmp_path / "in" / "a.nii.gz")
+    with folder_lock(tmp_path / "out", "output folder"):
+        result = run("denoise", tmp_path / "in", tmp_path / "out", "--model", models["denoise"], "--device", "cpu")
+    assert result.exit_code == 1 and "in use" in error_line(result)
+
+
+def test_sample_data_into_a_folder_linking_elsewhere_is_refused(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "images").symlink_to(tmp_path / "elsewhere")
+    result = run("sample-data", tmp_path / "out")
+    assert result.exit_code == 1 and "a symlink out of" in error_line(result)
+    assert not list((tmp_path / "elsewhere").iterdir())
+
+
+def test_error_lines_stay_one_line_whatever_the_file_name():
+    from medsynth.cli.common import one_line
+
+    assert one_line("bad/in\nx: caf" + os.fsdecode(b"\xe9")) == "bad/in\\nx: caf\ufffd"
