@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from medsynth.cli.common import command
+from medsynth.cli.common import Interrupted, command
 from medsynth.cli.convert import Format
 
 SAMPLING_HELP = "Diffusion models only (GANs ignore it with a note)"
@@ -64,8 +64,12 @@ def augment(
         from medsynth.validation.copies import near_copy_check
 
         reject = near_copy_check(model, copy_threshold)
-    datalist = run_augment(input_dir, output_dir, model, labels=labels, count=count, per_image=per_image, seed=seed,
-                           steps=steps, sampler=sampler, strength=strength, output_format=output_format.value,
-                           batch_size=batch_size, device=device, reject=reject)
+    try:
+        datalist = run_augment(input_dir, output_dir, model, labels=labels, count=count, per_image=per_image,
+                               seed=seed, steps=steps, sampler=sampler, strength=strength,
+                               output_format=output_format.value, batch_size=batch_size, device=device, reject=reject)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; every output written so far is complete, and running the same command again "
+                          "continues where this one stopped") from None
     if datalist.exists():
         typer.echo(f"datalist: {datalist}; manifest: {output_dir / 'manifest.csv'}")

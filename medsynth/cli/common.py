@@ -16,6 +16,10 @@ from medsynth.errors import MedsynthError, display
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+class Interrupted(MedsynthError):
+    """Ctrl-C in a command that says how to go on (exit code 130, as for any interrupt)."""
+
+
 def one_line(text: str) -> str:
     """A message as one printable line: bad bytes as U+FFFD, newlines (from file names) escaped."""
     return display(text).replace("\r", "\\r").replace("\n", "\\n")
@@ -44,6 +48,9 @@ def command(function: F) -> F:
         setup_logging()
         try:
             return function(*args, **kwargs)
+        except Interrupted as err:
+            typer.echo(f"error: {one_line(str(err))}", err=True)
+            raise typer.Exit(130) from None
         except MedsynthError as err:
             typer.echo(f"error: {one_line(str(err))}", err=True)
             raise typer.Exit(1) from None
@@ -52,8 +59,7 @@ def command(function: F) -> F:
             typer.echo(f"error: {where}: {err.strerror or err}", err=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            typer.echo("error: interrupted; every output written so far is complete, and running the same command "
-                       "again continues where this one stopped", err=True)
+            typer.echo("error: interrupted; every file written so far is complete", err=True)
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
