@@ -52,9 +52,11 @@ commit, date, package versions, CPU, core count, config hash and seed that produ
   then slices). "vs baseline" is the paired difference to the best baseline on validation, slice
   by slice on the same noise draw; **better** / **worse** only when its interval excludes zero,
   else *not distinguishable*.
-- **Baselines.** NLM and BM3D with the Rician bias correction `sqrt(max(x^2 - 2 sigma^2, 0))`; the
-  cubic spline between thick-slice centres; `l1` is the GAN's generator trained with plain L1 on the
-  same data and steps (what the adversarial part adds).
+- **Baselines.** NLM (scikit-image) and BM3D (the `bm3d` package from PyPI, `pip install
+  medsynth[bench]`, slice by slice; its 3D sibling `bm4d` installs too but is not used yet), both
+  with the Rician bias correction `sqrt(max(x^2 - 2 sigma^2, 0))`; the cubic spline between
+  thick-slice centres; `l1` is the GAN's generator trained with plain L1 on the same data and
+  steps (what the adversarial part adds).
 """
 
 
