@@ -40,6 +40,11 @@ def git_commit(folder: str | os.PathLike | None = None) -> str:
     return commit + ("+dirty" if dirty else "")
 
 
+#: the commit of the code this process runs: read once, at import, so a record written hours later
+#: (after the checkout has moved on) still names the code that produced it
+COMMIT_AT_START = git_commit()
+
+
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else what the platform says)."""
     try:
@@ -68,7 +73,7 @@ def provenance(*, config: dict[str, Any] | None = None, seeds: list[int] | None 
     import torch
 
     record = {
-        "commit": git_commit(),
+        "commit": COMMIT_AT_START,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "packages": package_versions(),
         "python": platform.python_version(),
