@@ -56,10 +56,10 @@ CONTEXT = 16
 NLM_H = (0.6, 0.8, 1.0, 1.2, 1.5)
 BM3D_STRENGTH = (0.8, 1.0, 1.2)
 #: sampling settings compared on validation: (name, options); the first is the config's own default
-DIFFUSION_SWEEP = [("default", {}), ("ddim-2", {"sampler": "ddim", "num_inference_steps": 2}),
-                   ("ddim-5", {"sampler": "ddim", "num_inference_steps": 5}),
-                   ("ddim-10", {"sampler": "ddim", "num_inference_steps": 10}),
-                   ("ddim-5x4", {"sampler": "ddim", "num_inference_steps": 5, "ensemble": 4})]
+#: (every option given: what a setting leaves out, the config decides, e.g. its ``model.ensemble``)
+DIFFUSION_SWEEP = [("default", {})] + [
+    (f"ddim-{steps}x{ensemble}", {"sampler": "ddim", "num_inference_steps": steps, "ensemble": ensemble})
+    for steps, ensemble in ((2, 1), (5, 1), (10, 1), (2, 4), (5, 4), (10, 4))]
 ONE_PASS_SWEEP = [("default", {}), ("flips-on", {"flips": True}), ("flips-off", {"flips": False})]
 
 
