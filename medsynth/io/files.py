@@ -221,8 +221,8 @@ def folder_lock(folder: str | os.PathLike, what: str, name: str = LOCK_NAME) -> 
 
     The lock is an OS advisory lock (``flock``; ``msvcrt.locking`` on Windows) on ``folder/name``:
     the kernel releases it whenever the process ends, SIGKILL included, so a lock is never stale.
-    The file is removed when the block ends; one left by a kill is harmless and reused. Network file systems without ``flock`` support
-    cannot be protected this way.
+    The file is removed when the block ends; one left by a kill is harmless and reused. Network
+    file systems without ``flock`` support cannot be protected this way.
 
     Args:
         what: the kind of folder, for the error ("run directory", "output folder").
@@ -234,7 +234,8 @@ def folder_lock(folder: str | os.PathLike, what: str, name: str = LOCK_NAME) -> 
     try:
         Path(folder).mkdir(parents=True, exist_ok=True)
         # O_NOFOLLOW: a lock file planted as a symlink (to a file outside) is refused, never truncated
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(path, flags, 0o644)
     except OSError as err:
         raise MedsynthError(f"{display(path)}: cannot lock the {what} ({err.strerror or err})") from None
     try:
@@ -403,7 +404,7 @@ def append_line(path: str | os.PathLike, line: str) -> None:
     """
     data = (line.rstrip("\n") + "\n").encode("utf-8", "backslashreplace")
     # O_NOFOLLOW: a log or manifest replaced by a symlink (to a file outside the folder) is refused, not appended to
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags, 0o644)  # O_NONBLOCK: a FIFO planted in its place cannot block the open
     try:
         info = os.fstat(fd)
