@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
+import io
 import json
 import math
 import os
@@ -390,6 +392,13 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
     text = json.dumps(strict_json(data), indent=2, allow_nan=False)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n", encoding="utf-8")
+
+
+def csv_line(values: list[Any]) -> str:
+    """One CSV line; text that is not UTF-8 (surrogate-escaped file names) is written readably."""
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerow([display(str(v)) for v in values])
+    return buffer.getvalue()
 
 
 def append_line(path: str | os.PathLike, line: str) -> None:

@@ -35,6 +35,7 @@ from medsynth.io.files import (
     LOCK_NAME,
     append_line,
     check_separate,
+    csv_line,
     folder_lock,
     inside_output,
     is_inside,
@@ -52,7 +53,7 @@ from medsynth.synthesis.apply import (
     to_ras,
 )
 from medsynth.synthesis.labels import deform_label
-from medsynth.synthesis.outputs import OutputRecord, csv_line, read_csv_rows
+from medsynth.synthesis.outputs import OutputRecord, read_csv_rows
 from medsynth.training.distributed import Ranks
 
 log = logging.getLogger("medsynth")

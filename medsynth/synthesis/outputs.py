@@ -10,27 +10,27 @@ finishes, and ``dataset.json`` is written when the run finishes or is interrupte
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from medsynth.errors import MedsynthError, describe, display
-from medsynth.io.files import append_line, atomic_path, check_regular_file, read_text_file, write_datalist, write_json
+from medsynth.io.files import (
+    append_line,
+    atomic_path,
+    check_regular_file,
+    csv_line,
+    read_text_file,
+    write_datalist,
+    write_json,
+)
 
 COLUMNS = ["output", "label", "source", "model", "family", "job", "seed", "sampler", "steps", "seconds"]
 
 
 def _exists(folder: Path, relative: str | None) -> bool:
     return bool(relative) and (folder / relative).exists()
-
-
-def csv_line(values: list[Any]) -> str:
-    """One CSV line; text that is not UTF-8 (surrogate-escaped file names) is written readably."""
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerow([display(str(v)) for v in values])
-    return buffer.getvalue()
 
 
 def read_csv_rows(path: Path) -> list[dict[str, str]]:

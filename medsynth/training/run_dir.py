@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
-import io
 import json
 import os
 import re
@@ -39,7 +38,15 @@ from safetensors.torch import load_file, save_file
 
 from medsynth.config import parse_yaml
 from medsynth.errors import MedsynthError, describe, display
-from medsynth.io.files import append_line, atomic_path, check_regular_file, folder_lock, read_text_file, write_json
+from medsynth.io.files import (
+    append_line,
+    atomic_path,
+    check_regular_file,
+    csv_line,
+    folder_lock,
+    read_text_file,
+    write_json,
+)
 from medsynth.training.experiment import ExperimentConfig, experiment_from_dict, experiment_to_dict
 
 KEEP_CHECKPOINTS = 2
@@ -187,7 +194,7 @@ class RunDirectory:
         try:
             with atomic_path(self.log_path) as tmp:
                 if header:
-                    tmp.write_text(_csv_text([header, *kept]), encoding="utf-8")
+                    tmp.write_text("".join(csv_line(r) for r in [header, *kept]), encoding="utf-8")
                 else:
                     tmp.write_text("", encoding="utf-8")
         except OSError as err:
@@ -199,8 +206,8 @@ class RunDirectory:
         new = not self.log_path.exists() or self.log_path.stat().st_size == 0
         try:
             if new:
-                append_line(self.log_path, _csv_text([list(row)]))
-            append_line(self.log_path, _csv_text([list(row.values())]))
+                append_line(self.log_path, csv_line(list(row)))
+            append_line(self.log_path, csv_line(list(row.values())))
         except OSError as err:
             raise MedsynthError(f"{display(self.log_path)}: cannot append to the log ({err.strerror or err})") from None
 
@@ -220,12 +227,6 @@ def _step(text: str) -> int | None:
         return int(text)
     except ValueError:
         return None
-
-
-def _csv_text(rows: list[list]) -> str:
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    return buffer.getvalue()
 
 
 def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

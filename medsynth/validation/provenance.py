@@ -7,6 +7,7 @@ is only reused when its resolved config is the same (:func:`config_hash`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -47,12 +48,10 @@ COMMIT_AT_START = git_commit()
 
 def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo`` on Linux, else what the platform says)."""
-    try:
+    with contextlib.suppress(OSError):  # no /proc (macOS, Windows): the platform's word below
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or platform.machine() or "unknown"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsynth.errors import MedsynthError
+from medsynth.errors import MedsynthError, check_count
 from medsynth.io.files import check_separate, prepare_output_dir, write_json
 from medsynth.training.dataset import load_volumes
 from medsynth.training.experiment import DataConfig
@@ -91,9 +91,7 @@ def check_validate_options(spatial_dims: int, feature_steps: int) -> None:
     """
     if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
         raise MedsynthError(f"--dims {spatial_dims}: use 2 (slices) or 3 (volumes)")
-    if isinstance(feature_steps, bool) or not isinstance(feature_steps, int) or \
-            not 1 <= feature_steps <= MAX_FEATURE_STEPS:
-        raise MedsynthError(f"--feature-steps {feature_steps}: must be in [1, {MAX_FEATURE_STEPS}] (default 300)")
+    check_count("--feature-steps", feature_steps, MAX_FEATURE_STEPS)
 
 
 def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str | os.PathLike, *,
