@@ -11,12 +11,16 @@ it on one part of the bundled MNI152 template, beside the baselines a user would
   thick-slice centres.
 
 ``--part validation`` is for choices: it sweeps the baselines' parameters (NLM's h, BM3D's
-noise level) and the models' sampling settings (sampler, steps, ensemble, flips) and records them
-all. ``--part test`` scores each config's own defaults and the baselines with the parameters chosen
-on validation, once per shipped config; nothing is tuned after it. The part is scored on its
-axial slab with up to ``CONTEXT`` slices of degraded input on either side (never reaching into the
-other evaluation slab), as a model meets a whole scan; only the slab is scored, per slice
-(:func:`medsynth.validation.fidelity.slice_scores`).
+noise level) and the models' sampling settings (sampler, steps, ensemble, flips), records them all
+and picks, by the best mean PSNR over every validation seed and slice, each baseline's parameters
+and each family's sampling settings (``validation/<job>_<dims>d_{baseline,sampling}_choices.json``).
+The chosen sampling settings go into the config by hand (a reviewed change); ``--part test``
+refuses a config that runs anything else, then scores each config's own defaults and the chosen
+baselines, once: a record already there for the same config hash is kept, never re-scored. Runs
+are reused across parts and across sampling settings (they do not change what a run learns). The
+part is scored on its axial slab with up to ``CONTEXT`` slices of degraded input on either side
+(never reaching into the other evaluation slab), as a model meets a whole scan; only the slab is
+scored, per slice (:func:`medsynth.validation.fidelity.slice_scores`).
 
 Each run writes one record per (method, part, seed, condition) under
 ``benchmarks/results/restoration/``, with per-slice scores and provenance. Then
@@ -30,8 +34,10 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +67,8 @@ DIFFUSION_SWEEP = [("default", {})] + [
     (f"ddim-{steps}x{ensemble}", {"sampler": "ddim", "num_inference_steps": steps, "ensemble": ensemble})
     for steps, ensemble in ((2, 1), (5, 1), (10, 1), (2, 4), (5, 4), (10, 4))]
 ONE_PASS_SWEEP = [("default", {}), ("flips-on", {"flips": True}), ("flips-off", {"flips": False})]
+#: config values that only change how a trained model is run: chosen on validation, after training
+SAMPLING_KEYS = {"model": ("sampler", "num_inference_steps", "ensemble", "guidance_scale"), "job": ("flip_ensemble",)}
 
 
 def evaluation_stack(config, part: str) -> tuple[np.ndarray, slice]:
@@ -80,14 +88,15 @@ def evaluation_stack(config, part: str) -> tuple[np.ndarray, slice]:
 
 
 def train_or_reuse(config_path: Path, seed: int, runs: Path, overrides: list[str]) -> tuple[Path, dict, float]:
-    """The finished run of ``config_path`` with ``train.seed = seed``: reused only when its resolved
-    config is the same (hash), resumed when unfinished, trained otherwise."""
+    """The finished run of ``config_path`` with ``train.seed = seed``: reused only when what it
+    learns is the same (hash of the resolved config without its sampling settings), resumed when
+    unfinished, trained otherwise. Returns the run, the resolved config (sampling settings
+    included: what a record's ``config_hash`` names) and the training seconds."""
     config = load_experiment(config_path, [*overrides, f"train.seed={seed}"])
-    resolved = _trained_by(config)
     run = runs / f"{config_path.stem}_seed{seed}"
     directory = RunDirectory(run)
     if directory.exists():
-        if config_hash(_trained_by(directory.read_config())) != config_hash(resolved):
+        if config_hash(_trained_by(directory.read_config())) != config_hash(_trained_by(config)):
             raise SystemExit(f"{run}: holds a run of another config; remove it or use another --runs")
         done = directory.latest_checkpoint()
         if done is None or done.name != checkpoint_name(config.train.steps):
@@ -96,13 +105,23 @@ def train_or_reuse(config_path: Path, seed: int, runs: Path, overrides: list[str
     else:
         Trainer(config, run, device="cpu").fit()
     summary = json.loads((run / "summary.json").read_text())
-    return run, resolved, float(summary["seconds_total"])
+    return run, _resolved(config), float(summary["seconds_total"])
+
+
+def _resolved(config) -> dict:
+    """The resolved config, every value but the free-text description."""
+    resolved = experiment_to_dict(config)
+    resolved.pop("description", None)
+    return resolved
 
 
 def _trained_by(config) -> dict:
-    """The resolved config that decides what a run learns: every value but the free-text description."""
-    resolved = experiment_to_dict(config)
-    resolved.pop("description", None)
+    """The resolved config that decides what a run learns: without the description and the sampling
+    settings (``SAMPLING_KEYS``), which are chosen on validation after training."""
+    resolved = _resolved(config)
+    for section, keys in SAMPLING_KEYS.items():
+        for key in keys:
+            resolved.get(section, {}).pop(key, None)
     return resolved
 
 
@@ -119,78 +138,138 @@ def conditions(job: str, config, clean: np.ndarray, seed: int) -> dict[str, np.n
 
 
 def baselines(job: str, clean: np.ndarray, degraded: np.ndarray, condition: str, part: str,
-              chosen: dict) -> dict[str, tuple[np.ndarray, dict]]:
-    """Baseline outputs by name, with their parameters: every grid point on validation, the chosen one on test."""
+              chosen: dict) -> dict[str, tuple[dict, Callable[[], np.ndarray | None]]]:
+    """Baselines by name, with their parameters and a function computing their output (``None``:
+    not installed): every grid point on validation, the chosen one on test."""
     if job == "super_resolve":
         factor = int(condition[1:])
         _, low = thick_slices(clean[None], factor, axis=-1, return_low_res=True)
-        return {"cubic": (interpolate_slabs(low[0], factor, clean.shape[-1], kind="cubic"), {})}
+        return {"cubic": ({}, lambda: interpolate_slabs(low[0], factor, clean.shape[-1], kind="cubic"))}
     grid = {"nlm": [{"h": h} for h in NLM_H], "bm3d": [{"strength": s} for s in BM3D_STRENGTH]}
     if part == "test":
         grid = {name: [chosen[name]] for name in grid if name in chosen}
-    out = {"noisy": (degraded, {})}
+    out: dict = {"noisy": ({}, lambda: degraded)}
     for name, settings in grid.items():
+        method = nlm_rician if name == "nlm" else bm3d_rician
         for params in settings:
-            output = nlm_rician(degraded, SIGMA, **params) if name == "nlm" else bm3d_rician(degraded, SIGMA, **params)
-            if output is None:  # bm3d not installed
-                break
             label = name if part == "test" else f"{name}[{','.join(f'{k}={v}' for k, v in params.items())}]"
-            out[label] = (output, params)
+            out[label] = (params, functools.partial(method, degraded, SIGMA, **params))
     return out
 
 
+def record_path(job: str, dims: int, part: str, method: str, condition: str, seed: int, results: Path) -> Path:
+    return results / part / f"{job}_{dims}d_{method}_{condition}_seed{seed}.json".replace("/", "-")
+
+
 def write_record(record: dict, results: Path) -> Path:
-    name = f"{record['job']}_{record['dims']}d_{record['method']}_{record['condition']}_seed{record['seed']}.json"
-    path = results / record["part"] / name.replace("/", "-")
+    path = record_path(record["job"], record["dims"], record["part"], record["method"], record["condition"],
+                       record["seed"], results)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=1) + "\n")
     return path
 
 
-def choices(job: str, dims: int, results: Path) -> dict:
-    """Baseline parameters chosen on validation: the grid point with the best mean PSNR over every seed."""
-    path = results / "validation" / f"{job}_{dims}d_baseline_choices.json"
+def scored(path: Path, config_hash_: str | None = None) -> bool:
+    """Whether ``path`` already holds the score (of the config with this hash): never scored twice."""
+    if not path.exists():
+        return False
+    return config_hash_ is None or json.loads(path.read_text())["provenance"].get("config_hash") == config_hash_
+
+
+def choices(job: str, dims: int, results: Path, kind: str = "baseline") -> dict:
+    """What validation chose (``kind``: baseline parameters, or each family's sampling settings)."""
+    path = results / "validation" / f"{job}_{dims}d_{kind}_choices.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-def choose_baselines(job: str, dims: int, results: Path) -> dict:
-    """Pick each baseline's parameters from the validation records and save them."""
-    means: dict[str, dict[str, list]] = {}
+def _best(grid: dict[str, dict[str, dict[int, list]]]) -> dict[str, str]:
+    """For each name, the setting with the best mean PSNR among those scored on every seed of that name."""
+    best = {}
+    for name, settings in grid.items():
+        seeds = set().union(*(set(by_seed) for by_seed in settings.values()))
+        complete = {k: v for k, v in settings.items() if set(v) == seeds}
+        if complete:
+            best[name] = max(complete, key=lambda k: float(np.mean([x for s in complete[k].values() for x in s])))
+    return best
+
+
+def choose(job: str, dims: int, results: Path) -> tuple[dict, dict]:
+    """Pick the baselines' parameters and each family's sampling settings from the validation
+    records (best mean PSNR over every validation seed and slice) and save them."""
+    baseline_grid: dict = {}
+    sampling_grid: dict = {}
+    options: dict[str, dict] = {}
     for path in (results / "validation").glob(f"{job}_{dims}d_*_seed*.json"):
         record = json.loads(path.read_text())
-        if record.get("kind") == "baseline" and "[" in record["method"]:
-            name = record["method"].split("[")[0]
-            means.setdefault(name, {}).setdefault(json.dumps(record["params"]), []).extend(record["scores"]["psnr"])
-    chosen = {name: json.loads(max(grid, key=lambda k: float(np.mean(grid[k])))) for name, grid in means.items()}
-    if chosen:
-        path = results / "validation" / f"{job}_{dims}d_baseline_choices.json"
-        path.write_text(json.dumps({**chosen, "rule": "best mean PSNR over every validation seed"}, indent=1) + "\n")
-    return chosen
+        if "[" not in record["method"]:
+            continue
+        name, label = record["method"].rstrip("]").split("[", 1)
+        if record["kind"] == "baseline":
+            key = json.dumps(record["params"])
+            baseline_grid.setdefault(name, {}).setdefault(key, {})[record["seed"]] = record["scores"]["psnr"]
+        else:
+            sampling_grid.setdefault(name, {}).setdefault(label, {})[record["seed"]] = record["scores"]["psnr"]
+            options[f"{name}[{label}]"] = record["options"]
+    rule = "best mean PSNR over every validation seed and slice"
+    baseline = {name: json.loads(key) for name, key in _best(baseline_grid).items()}
+    sampling = {name: {"setting": label, "options": options[f"{name}[{label}]"]}
+                for name, label in _best(sampling_grid).items()}
+    for kind, chosen in (("baseline", baseline), ("sampling", sampling)):
+        if chosen:
+            path = results / "validation" / f"{job}_{dims}d_{kind}_choices.json"
+            path.write_text(json.dumps({**chosen, "rule": rule}, indent=1, sort_keys=True) + "\n")
+    return baseline, sampling
+
+
+def shipped_options(config) -> dict:
+    """The sampling settings a shipped config runs with, as :func:`run_on_volume` options."""
+    options = {"flips": bool(config.job.flip_ensemble)}
+    if config.family == "diffusion":
+        model = _resolved(config)["model"]
+        options.update({key: model[key] for key in ("sampler", "num_inference_steps", "ensemble")})
+    return options
+
+
+def check_chosen(config, family: str, chosen: dict, config_file: str) -> None:
+    """Refuse to score test with sampling settings other than those chosen on validation."""
+    if family not in chosen:
+        raise SystemExit(f"{config_file}: no sampling settings chosen on validation; run --part validation first")
+    shipped = shipped_options(config)
+    differ = {k: v for k, v in chosen[family]["options"].items() if shipped.get(k) != v}
+    if differ:
+        raise SystemExit(f"{config_file}: validation chose {chosen[family]['setting']} ({differ}); "
+                         f"the config runs {shipped}: set it in the config before scoring test")
 
 
 def evaluate(job: str, dims: int, family: str, seed: int, part: str, runs: Path, sweep: bool,
              overrides: list[str], results: Path) -> None:
     config_path = CONFIGS / f"{job}_{dims}d_{family}.yaml"
     run, resolved, train_seconds = train_or_reuse(config_path, seed, runs, overrides)
+    shipped = load_experiment(config_path, overrides)
+    if part == "test":
+        check_chosen(shipped, family, choices(job, dims, results, "sampling"), config_path.name)
     trained = TrainedModel.load(run, "cpu")
-    config = trained.config
-    clean, slab = evaluation_stack(config, part)
+    clean, slab = evaluation_stack(trained.config, part)
     settings = DIFFUSION_SWEEP if family == "diffusion" else ONE_PASS_SWEEP
-    settings = settings if sweep else settings[:1]
+    settings = [("default", shipped_options(shipped))] + (settings[1:] if sweep else [])
     common = {"job": job, "dims": dims, "part": part, "seed": seed, "slices": slab.stop - slab.start,
               "context": [int(slab.start), int(clean.shape[-1] - slab.stop)]}
-    for condition, degraded in conditions(job, config, clean, seed).items():
+    block = provenance(config=resolved, seeds=[seed], config_file=config_path.name)
+    for condition, degraded in conditions(job, trained.config, clean, seed).items():
         for label, options in settings:
+            method = family if label == "default" else f"{family}[{label}]"
+            path = record_path(job, dims, part, method, condition, seed, results)
+            if scored(path, block["config_hash"]):
+                print(f"{path.name}: already scored, kept")
+                continue
             began = time.perf_counter()
             with torch.no_grad():
                 estimate = run_on_volume(trained, degraded[None], seed=seed, **options)
             seconds = time.perf_counter() - began
-            method = family if label == "default" else f"{family}[{label}]"
             scores = slice_scores(estimate[..., slab], clean[..., slab])
             write_record({**common, "kind": "model", "method": method, "condition": condition, "options": options,
                           "scores": scores, "seconds": {"train": train_seconds, "inference": round(seconds, 2)},
-                          "provenance": provenance(config=resolved, seeds=[seed], config_file=config_path.name)},
-                         results)
+                          "provenance": block}, results)
             print(f"{part} {job} {dims}d {condition} seed {seed} {method}: {np.mean(scores['psnr']):.2f} dB, "
                   f"SSIM {np.mean(scores['ssim']):.4f} ({seconds:.0f} s)")
 
@@ -203,7 +282,15 @@ def evaluate_baselines(job: str, dims: int, seed: int, part: str, config_path: P
               "context": [int(slab.start), int(clean.shape[-1] - slab.stop)], "kind": "baseline"}
     for condition, degraded in conditions(job, config, clean, seed).items():
         chosen = choices(job, dims, results)
-        for name, (output, params) in baselines(job, clean, degraded, condition, part, chosen).items():
+        for name, (params, compute) in baselines(job, clean, degraded, condition, part, chosen).items():
+            path = record_path(job, dims, part, name, condition, seed, results)
+            if scored(path):
+                print(f"{path.name}: already scored, kept")
+                continue
+            output = compute()
+            if output is None:  # bm3d not installed
+                print(f"{name}: not installed (pip install medsynth[bench]), skipped")
+                continue
             scores = slice_scores(output[..., slab], clean[..., slab])
             write_record({**common, "method": name, "condition": condition, "params": params, "scores": scores,
                           "provenance": provenance(seeds=[seed])}, results)
@@ -234,8 +321,8 @@ def main() -> None:
                 evaluate(job, args.dims, family, seed, args.part, args.runs, args.part == "validation", args.overrides,
                          args.results)
         if args.part == "validation":
-            chosen = choose_baselines(job, args.dims, args.results)
-            print(f"{job} {args.dims}D baselines chosen on validation: {chosen}")
+            baseline, sampling = choose(job, args.dims, args.results)
+            print(f"{job} {args.dims}D chosen on validation: baselines {baseline}, sampling {sampling}")
 
 
 if __name__ == "__main__":

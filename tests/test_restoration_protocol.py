@@ -1,0 +1,68 @@
+"""The rules of benchmarks/restoration.py that keep test numbers honest: choices come from
+validation records only, test refuses a config that runs other settings than validation chose, a
+score is never taken twice, and sampling settings do not force a retrain."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import restoration
+from medsynth.training import load_experiment
+from medsynth.validation.provenance import config_hash
+
+CONFIG = restoration.CONFIGS / "denoise_2d_diffusion.yaml"
+
+
+def _record(folder, method, seed, psnr, kind="model", **extra):
+    record = {"job": "denoise", "dims": 2, "part": "validation", "seed": seed, "method": method,
+              "condition": "sigma_0.05", "kind": kind, "scores": {"psnr": psnr, "ssim": [0.9] * len(psnr)},
+              "provenance": {"config_hash": "x"}, **extra}
+    return restoration.write_record(record, folder)
+
+
+def test_sampling_settings_do_not_change_what_a_run_learns():
+    base = load_experiment(CONFIG)
+    resampled = load_experiment(CONFIG, ["model.num_inference_steps=10", "model.ensemble=1", "job.flip_ensemble=true"])
+    retrained = load_experiment(CONFIG, ["train.steps=7"])
+    learned = config_hash(restoration._trained_by(base))
+    assert config_hash(restoration._trained_by(resampled)) == learned
+    assert config_hash(restoration._trained_by(retrained)) != learned
+    # ... but a record names the settings it ran with
+    assert config_hash(restoration._resolved(resampled)) != config_hash(restoration._resolved(base))
+
+
+def test_choices_are_the_best_mean_psnr_among_settings_scored_on_every_seed(tmp_path):
+    for seed in (0, 1):
+        _record(tmp_path, "diffusion[ddim-2x4]", seed, [30.0, 30.0], options={"num_inference_steps": 2})
+        _record(tmp_path, "diffusion[ddim-10x4]", seed, [29.0, 29.5], options={"num_inference_steps": 10})
+        _record(tmp_path, "nlm[h=0.8]", seed, [28.0], kind="baseline", params={"h": 0.8})
+        _record(tmp_path, "nlm[h=1.0]", seed, [28.5], kind="baseline", params={"h": 1.0})
+    _record(tmp_path, "diffusion[ddim-5x1]", 1, [35.0], options={"num_inference_steps": 5})  # one seed only
+    _record(tmp_path, "diffusion", 0, [40.0])  # the config's default is not a candidate: it has no name
+    baseline, sampling = restoration.choose("denoise", 2, tmp_path)
+    assert baseline == {"nlm": {"h": 1.0}}
+    assert sampling == {"diffusion": {"setting": "ddim-2x4", "options": {"num_inference_steps": 2}}}
+    saved = restoration.choices("denoise", 2, tmp_path, "sampling")
+    assert saved["diffusion"]["setting"] == "ddim-2x4" and "rule" in saved
+
+
+def test_test_part_refuses_settings_other_than_the_chosen_ones():
+    config = load_experiment(CONFIG)
+    shipped = restoration.shipped_options(config)
+    agreeing = {"diffusion": {"setting": "s", "options": {"num_inference_steps": shipped["num_inference_steps"]}}}
+    restoration.check_chosen(config, "diffusion", agreeing, CONFIG.name)
+    other = {"diffusion": {"setting": "s", "options": {"num_inference_steps": shipped["num_inference_steps"] + 1}}}
+    with pytest.raises(SystemExit, match="validation chose"):
+        restoration.check_chosen(config, "diffusion", other, CONFIG.name)
+    with pytest.raises(SystemExit, match="no sampling settings chosen"):
+        restoration.check_chosen(config, "diffusion", {}, CONFIG.name)
+
+
+def test_a_score_is_kept_unless_its_config_changed(tmp_path):
+    path = _record(tmp_path, "gan", 0, [30.0])
+    assert restoration.scored(path) and restoration.scored(path, "x")
+    assert not restoration.scored(path, "another config")
+    assert not restoration.scored(tmp_path / "validation" / "missing.json")
+    assert json.loads(path.read_text())["method"] == "gan"
