@@ -65,7 +65,7 @@ BM3D_STRENGTH = (0.8, 1.0, 1.2)
 #: (every option given: what a setting leaves out, the config decides, e.g. its ``model.ensemble``)
 DIFFUSION_SWEEP = [("default", {})] + [
     (f"ddim-{steps}x{ensemble}", {"sampler": "ddim", "num_inference_steps": steps, "ensemble": ensemble})
-    for steps, ensemble in ((2, 1), (5, 1), (10, 1), (2, 4), (5, 4), (10, 4))]
+    for steps, ensemble in ((2, 1), (5, 1), (10, 1), (2, 4), (5, 4), (10, 4))]  # + the config's own, named
 ONE_PASS_SWEEP = [("default", {}), ("flips-on", {"flips": True}), ("flips-off", {"flips": False})]
 #: config values that only change how a trained model is run: chosen on validation, after training
 SAMPLING_KEYS = {"model": ("sampler", "num_inference_steps", "ensemble", "guidance_scale"), "job": ("flip_ensemble",)}
@@ -251,7 +251,13 @@ def evaluate(job: str, dims: int, family: str, seed: int, part: str, runs: Path,
     trained = TrainedModel.load(run, "cpu")
     clean, slab = evaluation_stack(trained.config, part)
     settings = DIFFUSION_SWEEP if family == "diffusion" else ONE_PASS_SWEEP
-    settings = [("default", shipped_options(shipped))] + (settings[1:] if sweep else [])
+    default = shipped_options(shipped)
+    named = list(settings[1:]) if sweep else []
+    if sweep and family == "diffusion":  # the config's own setting is a candidate too, by name
+        own = {key: default[key] for key in ("sampler", "num_inference_steps", "ensemble")}
+        label = f"{own['sampler']}-{own['num_inference_steps']}x{own['ensemble']}"
+        named += [] if label in dict(named) else [(label, own)]
+    settings = [("default", default), *named]
     common = {"job": job, "dims": dims, "part": part, "seed": seed, "slices": slab.stop - slab.start,
               "context": [int(slab.start), int(clean.shape[-1] - slab.stop)]}
     block = provenance(config=resolved, seeds=[seed], config_file=config_path.name)
