@@ -157,6 +157,24 @@ def baselines(job: str, clean: np.ndarray, degraded: np.ndarray, condition: str,
     return out
 
 
+def save_example(output: np.ndarray, slab: slice, job: str, dims: int, condition: str, method: str,
+                 results: Path) -> Path:
+    """A picture of one output on test (seed 0) for docs/results.md: the slab's middle axial slice
+    (denoise), or a coronal section through the slab, z stretched 3x (super-resolution: the
+    through-plane axis is where thick slices show)."""
+    import matplotlib.pyplot as plt
+
+    view = np.clip(output[..., slab], 0.0, 1.0)
+    if job == "denoise":
+        image = view[..., view.shape[-1] // 2].T
+    else:
+        image = np.repeat(view[:, view.shape[1] // 2, :].T, 3, axis=0)
+    path = results / "test" / "examples" / f"{job}_{dims}d_{condition}_{method}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(path, image, cmap="gray", vmin=0.0, vmax=1.0, origin="lower")
+    return path
+
+
 def record_path(job: str, dims: int, part: str, method: str, condition: str, seed: int, results: Path) -> Path:
     return results / part / f"{job}_{dims}d_{method}_{condition}_seed{seed}.json".replace("/", "-")
 
@@ -273,6 +291,8 @@ def evaluate(job: str, dims: int, family: str, seed: int, part: str, runs: Path,
                 estimate = run_on_volume(trained, degraded[None], seed=seed, **options)
             seconds = time.perf_counter() - began
             scores = slice_scores(estimate[..., slab], clean[..., slab])
+            if part == "test" and seed == 0 and label == "default":
+                save_example(estimate, slab, job, dims, condition, family, results)
             write_record({**common, "kind": "model", "method": method, "condition": condition, "options": options,
                           "scores": scores, "seconds": {"train": train_seconds, "inference": round(seconds, 2)},
                           "provenance": block}, results)
@@ -298,6 +318,9 @@ def evaluate_baselines(job: str, dims: int, seed: int, part: str, config_path: P
                 print(f"{name}: not installed (pip install medsynth[bench]), skipped")
                 continue
             scores = slice_scores(output[..., slab], clean[..., slab])
+            if part == "test" and seed == 0:
+                save_example(output, slab, job, dims, condition, name, results)
+                save_example(clean, slab, job, dims, condition, "clean", results)
             write_record({**common, "method": name, "condition": condition, "params": params, "scores": scores,
                           "provenance": provenance(seeds=[seed])}, results)
             print(f"{part} {job} {dims}d {condition} seed {seed} {name}: {np.mean(scores['psnr']):.2f} dB, "

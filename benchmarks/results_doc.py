@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -121,17 +122,48 @@ def _word(text: str) -> str:
     return f"**{text}**" if text in ("better", "worse") else f"*{text}*"
 
 
+def chosen_on_validation(job: str, dims: int, folder: Path = RECORDS) -> set[str]:
+    """The settings validation chose (``benchmarks/restoration.py`` saves them), as method names."""
+    names = set()
+    for kind in ("baseline", "sampling"):
+        path = folder / "validation" / f"{job}_{dims}d_{kind}_choices.json"
+        choices = json.loads(path.read_text()) if path.exists() else {}
+        for name, value in choices.items():
+            if name != "rule":
+                label = value["setting"] if kind == "sampling" else ",".join(f"{k}={v}" for k, v in value.items())
+                names.add(f"{name}[{label}]")
+    return names
+
+
 def validation_table(records: list[dict], job: str, dims: int, condition: str) -> list[str]:
     group = defaultdict(list)
     for r in records:
         if (r["job"], r["dims"], r["condition"]) == (job, dims, condition):
             group[r["method"]].append(r)
-    lines = ["| setting (validation) | PSNR | SSIM | seeds |", "|---|---|---|---|"]
+    chosen = chosen_on_validation(job, dims)
+    lines = ["| setting (validation) | PSNR | SSIM | seeds | chosen |", "|---|---|---|---|---|"]
     for method in sorted(group):
         psnr, seeds = _matrix(group[method], "psnr")
         ssim, _ = _matrix(group[method], "ssim")
-        lines.append(f"| {method} | {psnr.mean():.3f} | {ssim.mean():.4f} | {len(seeds)} |")
+        mark = "**chosen**" if method in chosen else ("config default" if "[" not in method else "")
+        lines.append(f"| {method} | {psnr.mean():.3f} | {ssim.mean():.4f} | {len(seeds)} | {mark} |")
     return lines
+
+
+def example_row(job: str, dims: int, condition: str, folder: Path = RECORDS) -> list[str]:
+    """A row of pictures (seed 0 on test) of every method, if ``benchmarks/restoration.py`` saved them."""
+    prefix = f"{job}_{dims}d_{condition}_"
+    found = {p.stem[len(prefix):]: p for p in sorted((folder / "test" / "examples").glob(prefix + "*.png"))}
+    if not found:
+        return []
+    first = ["clean", "noisy", "cubic"]
+    order = [m for m in first if m in found] + sorted(m for m in found if m not in first and m not in FAMILIES) \
+        + [m for m in FAMILIES if m in found]
+    view = "middle axial slice of the test slab" if job == "denoise" else \
+        "coronal section through the test slab, z stretched 3x for display"
+    links = [f"![{m}]({Path(os.path.relpath(found[m], DOC.parent)).as_posix()})" for m in order]
+    return [f"Seed 0, {view}:\n", "| " + " | ".join(order) + " |", "|" + "---|" * len(order),
+            "| " + " | ".join(links) + " |", ""]
 
 
 def provenance_line(records: list[dict]) -> str:
@@ -158,6 +190,7 @@ def render(records: list[dict]) -> str:
             out.append("### Test slab\n")
             out.extend(test_table(test, validation, job, dims, condition))
             out.append("\n" + provenance_line(test_records) + "\n")
+            out.extend(example_row(job, dims, condition))
         else:
             out.append("Not yet scored on the test slab.\n")
         val_records = [r for r in validation if (r["job"], r["dims"], r["condition"]) == (job, dims, condition)]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 
 from benchmarks import restoration
@@ -66,3 +68,16 @@ def test_a_score_is_kept_unless_its_config_changed(tmp_path):
     assert not restoration.scored(path, "another config")
     assert not restoration.scored(tmp_path / "validation" / "missing.json")
     assert json.loads(path.read_text())["method"] == "gan"
+
+
+def test_example_pictures_are_saved_and_shown_in_method_order(tmp_path):
+    from benchmarks import results_doc
+
+    volume = np.random.default_rng(0).random((20, 24, 30)).astype(np.float32)
+    for method in ("gan", "clean", "nlm", "noisy", "diffusion"):
+        path = restoration.save_example(volume, slice(10, 20), "denoise", 2, "sigma_0.05", method, tmp_path)
+        assert path.stat().st_size > 0
+    section = restoration.save_example(volume, slice(10, 20), "super_resolve", 2, "x2", "cubic", tmp_path)
+    assert plt.imread(section).shape[:2] == (30, 20)  # coronal: 10 slab slices, stretched 3x, by X
+    row = results_doc.example_row("denoise", 2, "sigma_0.05", folder=tmp_path)
+    assert row[1] == "| clean | noisy | nlm | diffusion | gan |"
