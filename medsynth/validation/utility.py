@@ -1,15 +1,19 @@
-"""Downstream-segmentation utility: does adding synthetic (image, label) pairs raise Dice on held-out real data?
+"""Downstream-segmentation utility: the segmenter, its per-image Dice, and the first utility experiment.
 
 The same MONAI ``UNet`` (DiceCE loss, Adam, a fixed number of steps, the same seeds) is trained
-on real pairs only and on real + each family's synthetic pairs, at several fractions of the
-real training data. At a reduced fraction only the synthetic pairs made from *those* real label
-maps are used, so the synthetic data adds no label information the real subset lacks (the
-generators themselves were trained on all real training data: say so when reporting).
-"""
+on real pairs alone or with a share of each batch drawn from another source (:func:`train_segmenter`).
+:mod:`medsynth.validation.utility_study` runs the study of issue #24 on it (generators keyed by
+real fraction, classical-augmentation and domain-randomisation arms, paired differences with 95%
+intervals); :mod:`medsynth.validation.mask_fidelity` reuses the real-only segmenter for label fidelity.
+
+:func:`segmentation_utility` is the earlier experiment that ``compare`` still calls: mean and
+std over seeds, generators trained on all real training data even at a reduced fraction (at
+that fraction only the synthetic pairs made from the subset's label maps are used)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -30,19 +34,31 @@ def real_subset(count: int, fraction: float) -> list[int]:
     return sorted(set(np.linspace(0, count - 1, keep).round().astype(int).tolist()))
 
 
-def _crop_batch(sets: list[ImageSet], picks: list[tuple[int, int]], patch: tuple[int, ...],
-                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = [], []
-    for which, index in picks:
-        image, label = sets[which].images[index], sets[which].labels[index]
-        pad = [p for s, t in zip(reversed(image.shape[1:]), reversed(patch), strict=True) for p in (0, max(0, t - s))]
-        image, label = F.pad(image, pad), F.pad(label, pad)
-        corner = [int(torch.randint(s - t + 1, (1,), generator=generator)) for s, t in
-                  zip(image.shape[1:], patch, strict=True)]
-        window = (slice(None),) + tuple(slice(c, c + t) for c, t in zip(corner, patch, strict=True))
-        images.append(image[window])
-        labels.append(label[window])
-    return torch.stack(images), torch.stack(labels)
+#: one training pair ``(image (1, *spatial), label (1, *spatial))``, drawn with the given generator
+Draw = Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]]
+
+
+def draw_from(pairs: ImageSet) -> Draw:
+    """Draws a stored pair uniformly at random (one ``randint`` of the generator per draw)."""
+    if pairs.labels is None:
+        raise ValueError("training pairs need label maps")
+
+    def draw(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        index = int(torch.randint(len(pairs), (1,), generator=generator))
+        return pairs.images[index], pairs.labels[index]
+
+    return draw
+
+
+def _crop(image: torch.Tensor, label: torch.Tensor, patch: tuple[int, ...],
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random ``patch`` of ``(image, label)``, zero-padded first where the pair is smaller."""
+    pad = [p for s, t in zip(reversed(image.shape[1:]), reversed(patch), strict=True) for p in (0, max(0, t - s))]
+    image, label = F.pad(image, pad), F.pad(label, pad)
+    corner = [int(torch.randint(s - t + 1, (1,), generator=generator)) for s, t in
+              zip(image.shape[1:], patch, strict=True)]
+    window = (slice(None),) + tuple(slice(c, c + t) for c, t in zip(corner, patch, strict=True))
+    return image[window], label[window]
 
 
 def segmentation_network(spatial_dims: int, num_classes: int) -> UNet:
@@ -51,28 +67,14 @@ def segmentation_network(spatial_dims: int, num_classes: int) -> UNet:
                 strides=(2, 2, 2), num_res_units=1)
 
 
-@torch.no_grad()
-def held_out_dice(network: torch.nn.Module, held: ImageSet, num_classes: int) -> np.ndarray:
-    """Dice per foreground class of ``network``'s predictions on every ``held`` image together
-    (images padded to a multiple of 8 for the UNet, predictions cropped back)."""
-    network.eval()
-    device = next(network.parameters()).device
-    metric = DiceMetric(include_background=False, reduction="mean_batch")
-    spatial = held.images.shape[2:]
-    pad = [p for s in reversed(spatial) for p in (0, (-s) % 8)]
-    for start in range(0, len(held), 8):
-        x = F.pad(held.images[start:start + 8], pad).to(device)
-        prediction = network(x).argmax(1)[(slice(None),) + tuple(slice(0, s) for s in spatial)]
-        one_hot = lambda t: F.one_hot(t.long(), num_classes).movedim(-1, 1)  # noqa: E731
-        metric(one_hot(prediction.cpu()), one_hot(held.labels[start:start + 8, 0]))
-    return metric.aggregate().numpy()
+def train_segmenter(real: ImageSet, extra: Draw | None = None, *, num_classes: int, steps: int, seed: int,
+                    ratio: float = 0.5, batch_size: int = 8, device: str | torch.device = "cpu") -> UNet:
+    """A UNet trained for ``steps`` steps (DiceCE, Adam 2e-3) on random crops of ``real`` pairs; each batch
+    item comes from ``extra`` instead with probability ``ratio``.
 
-
-def train_and_score(real: ImageSet, held: ImageSet, synthetic: ImageSet | None, *, num_classes: int, steps: int,
-                    seed: int, ratio: float = 0.5, batch_size: int = 8,
-                    device: str | torch.device = "cpu") -> np.ndarray:
-    """Train a UNet on ``real`` (+ ``synthetic``: each batch item synthetic with probability ``ratio``)
-    for ``steps`` steps; Dice per foreground class on every ``held`` image together."""
+    Every random draw comes from ``seed``; each item draws its uniform arm choice whether or not
+    ``extra`` is given, so an ``extra`` that draws like :func:`draw_from` on a copy of ``real``
+    trains a network identical to real-only (what pairs the arms of one seed)."""
     spatial_dims = real.images.ndim - 2
     side = 96 if spatial_dims == 2 else 48  # random crops, sides a multiple of 8 (the UNet's 3 downsamplings)
     patch = tuple(max(8, min(side, s - s % 8)) for s in real.images.shape[2:])
@@ -81,17 +83,66 @@ def train_and_score(real: ImageSet, held: ImageSet, synthetic: ImageSet | None, 
     network = segmentation_network(spatial_dims, num_classes).to(device)
     optimizer = torch.optim.Adam(network.parameters(), lr=2e-3)
     loss_function = DiceCELoss(to_onehot_y=True, softmax=True)
-    sets = [real] + ([synthetic] if synthetic is not None and len(synthetic) else [])
+    real_draw = draw_from(real)
+    network.train()
     for _ in range(steps):
-        picks = []
+        images, labels = [], []
         for _ in range(batch_size):
-            which = int(len(sets) > 1 and float(torch.rand(1, generator=generator)) < ratio)
-            picks.append((which, int(torch.randint(len(sets[which]), (1,), generator=generator))))
-        images, labels = _crop_batch(sets, picks, patch, generator)
+            use_extra = float(torch.rand(1, generator=generator)) < ratio
+            image, label = (extra if extra is not None and use_extra else real_draw)(generator)
+            image, label = _crop(image, label, patch, generator)
+            images.append(image)
+            labels.append(label)
         optimizer.zero_grad()
-        loss = loss_function(network(images.to(device)), labels.to(device))
+        loss = loss_function(network(torch.stack(images).to(device)), torch.stack(labels).to(device))
         loss.backward()
         optimizer.step()
+    return network
+
+
+@torch.no_grad()
+def _predictions(network: torch.nn.Module, held: ImageSet,
+                 num_classes: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One-hot ``(prediction, label)`` batches of up to 8 ``held`` images (padded to a multiple of 8 for
+    the UNet, predictions cropped back)."""
+    network.eval()
+    device = next(network.parameters()).device
+    spatial = held.images.shape[2:]
+    pad = [p for s in reversed(spatial) for p in (0, (-s) % 8)]
+    for start in range(0, len(held), 8):
+        x = F.pad(held.images[start:start + 8], pad).to(device)
+        prediction = network(x).argmax(1)[(slice(None),) + tuple(slice(0, s) for s in spatial)]
+        one_hot = lambda t: F.one_hot(t.long(), num_classes).movedim(-1, 1)  # noqa: E731
+        yield one_hot(prediction.cpu()), one_hot(held.labels[start:start + 8, 0])
+
+
+def held_out_dice(network: torch.nn.Module, held: ImageSet, num_classes: int) -> np.ndarray:
+    """Dice per foreground class of ``network``'s predictions, averaged over the ``held`` images whose
+    label map holds that class."""
+    metric = DiceMetric(include_background=False, reduction="mean_batch")
+    for prediction, label in _predictions(network, held, num_classes):
+        metric(prediction, label)
+    return metric.aggregate().numpy()
+
+
+def per_image_dice(network: torch.nn.Module, images: ImageSet, num_classes: int) -> np.ndarray:
+    """``(N, num_classes - 1)`` Dice of ``network``'s prediction on each image against its label map,
+    per foreground class. A class absent from both scores 1, absent from one only 0, so every entry
+    is finite and images pair across arms; it says nothing of where a boundary is wrong."""
+    if images.labels is None:
+        raise ValueError("Dice needs label maps")
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
+    rows = [metric(prediction, label) for prediction, label in _predictions(network, images, num_classes)]
+    return torch.cat(rows).numpy().astype(np.float64)
+
+
+def train_and_score(real: ImageSet, held: ImageSet, synthetic: ImageSet | None, *, num_classes: int, steps: int,
+                    seed: int, ratio: float = 0.5, batch_size: int = 8,
+                    device: str | torch.device = "cpu") -> np.ndarray:
+    """:func:`train_segmenter` on ``real`` (+ ``synthetic`` pairs), then :func:`held_out_dice` on ``held``."""
+    extra = draw_from(synthetic) if synthetic is not None and len(synthetic) else None
+    network = train_segmenter(real, extra, num_classes=num_classes, steps=steps, seed=seed, ratio=ratio,
+                              batch_size=batch_size, device=device)
     return held_out_dice(network, held, num_classes)
 
 
@@ -99,7 +150,9 @@ def segmentation_utility(train: ImageSet, held: ImageSet, synthetic: dict[str, t
                          class_names: list[str], seeds: list[int], fractions: list[float], steps: int,
                          ratio: float = 0.5, device: str | torch.device = "cpu", progress: bool = True) -> dict:
     """Dice per foreground class on ``held``, mean and std over ``seeds``, for real only and real +
-    each synthetic set, at each fraction of the real training pairs.
+    each synthetic set, at each fraction of the real training pairs. Superseded by
+    :func:`medsynth.validation.utility_study.utility_experiment` (intervals, paired differences,
+    per-fraction generators, baseline arms); kept until ``compare`` calls that instead.
 
     Args:
         synthetic: name -> (pairs, index of the real training pair each synthetic pair was made from).
