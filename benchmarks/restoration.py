@@ -275,7 +275,9 @@ def evaluate(job: str, dims: int, family: str, seed: int, part: str, runs: Path,
         own = {key: default[key] for key in ("sampler", "num_inference_steps", "ensemble")}
         label = f"{own['sampler']}-{own['num_inference_steps']}x{own['ensemble']}"
         named += [] if label in dict(named) else [(label, own)]
-    settings = [("default", default), *named]
+    # validation scores named settings only (the config's own among them): a record of "the
+    # default" would go stale as soon as validation's choice changes the config
+    settings = named if sweep else [("default", default)]
     common = {"job": job, "dims": dims, "part": part, "seed": seed, "slices": slab.stop - slab.start,
               "context": [int(slab.start), int(clean.shape[-1] - slab.stop)]}
     block = provenance(config=resolved, seeds=[seed], config_file=config_path.name)

@@ -145,7 +145,7 @@ def validation_table(records: list[dict], job: str, dims: int, condition: str) -
     for method in sorted(group):
         psnr, seeds = _matrix(group[method], "psnr")
         ssim, _ = _matrix(group[method], "ssim")
-        mark = "**chosen**" if method in chosen else ("config default" if "[" not in method else "")
+        mark = "**chosen**" if method in chosen else ""
         lines.append(f"| {method} | {psnr.mean():.3f} | {ssim.mean():.4f} | {len(seeds)} | {mark} |")
     return lines
 
