@@ -61,12 +61,11 @@ CONTEXT = 16
 #: parameter grids of the baselines, searched on validation only
 NLM_H = (0.6, 0.8, 1.0, 1.2, 1.5)
 BM3D_STRENGTH = (0.8, 1.0, 1.2)
-#: sampling settings compared on validation: (name, options); the first is the config's own default
-#: (every option given: what a setting leaves out, the config decides, e.g. its ``model.ensemble``)
-DIFFUSION_SWEEP = [("default", {})] + [
-    (f"ddim-{steps}x{ensemble}", {"sampler": "ddim", "num_inference_steps": steps, "ensemble": ensemble})
-    for steps, ensemble in ((2, 1), (5, 1), (10, 1), (2, 4), (5, 4), (10, 4))]  # + the config's own, named
-ONE_PASS_SWEEP = [("default", {}), ("flips-on", {"flips": True}), ("flips-off", {"flips": False})]
+#: sampling settings compared on validation, by name (every option given: what a setting leaves
+#: out, the config decides); a diffusion config's own setting joins them. 3D windows cost more per
+#: call, so 3D compares fewer.
+DIFFUSION_GRID = {2: ((2, 1), (5, 1), (10, 1), (2, 4), (5, 4), (10, 4)), 3: ((2, 1), (2, 4), (5, 4))}
+ONE_PASS_SWEEP = [("flips-on", {"flips": True}), ("flips-off", {"flips": False})]
 #: config values that only change how a trained model is run: chosen on validation, after training
 SAMPLING_KEYS = {"model": ("sampler", "num_inference_steps", "ensemble", "guidance_scale"), "job": ("flip_ensemble",)}
 
@@ -259,6 +258,17 @@ def check_chosen(config, family: str, chosen: dict, config_file: str) -> None:
                          f"the config runs {shipped}: set it in the config before scoring test")
 
 
+def sweep_settings(family: str, dims: int, default: dict) -> list[tuple[str, dict]]:
+    """The named sampling settings validation compares for ``family``, the config's own included."""
+    if family != "diffusion":
+        return list(ONE_PASS_SWEEP)
+    settings = {f"ddim-{steps}x{ensemble}": {"sampler": "ddim", "num_inference_steps": steps, "ensemble": ensemble}
+                for steps, ensemble in DIFFUSION_GRID[dims]}
+    own = {key: default[key] for key in ("sampler", "num_inference_steps", "ensemble")}
+    settings.setdefault(f"{own['sampler']}-{own['num_inference_steps']}x{own['ensemble']}", own)
+    return list(settings.items())
+
+
 def evaluate(job: str, dims: int, family: str, seed: int, part: str, runs: Path, sweep: bool,
              overrides: list[str], results: Path) -> None:
     config_path = CONFIGS / f"{job}_{dims}d_{family}.yaml"
@@ -268,16 +278,10 @@ def evaluate(job: str, dims: int, family: str, seed: int, part: str, runs: Path,
         check_chosen(shipped, family, choices(job, dims, results, "sampling"), config_path.name)
     trained = TrainedModel.load(run, "cpu")
     clean, slab = evaluation_stack(trained.config, part)
-    settings = DIFFUSION_SWEEP if family == "diffusion" else ONE_PASS_SWEEP
     default = shipped_options(shipped)
-    named = list(settings[1:]) if sweep else []
-    if sweep and family == "diffusion":  # the config's own setting is a candidate too, by name
-        own = {key: default[key] for key in ("sampler", "num_inference_steps", "ensemble")}
-        label = f"{own['sampler']}-{own['num_inference_steps']}x{own['ensemble']}"
-        named += [] if label in dict(named) else [(label, own)]
     # validation scores named settings only (the config's own among them): a record of "the
     # default" would go stale as soon as validation's choice changes the config
-    settings = named if sweep else [("default", default)]
+    settings = sweep_settings(family, dims, default) if sweep else [("default", default)]
     common = {"job": job, "dims": dims, "part": part, "seed": seed, "slices": slab.stop - slab.start,
               "context": [int(slab.start), int(clean.shape[-1] - slab.stop)]}
     block = provenance(config=resolved, seeds=[seed], config_file=config_path.name)

@@ -81,3 +81,12 @@ def test_example_pictures_are_saved_and_shown_in_method_order(tmp_path):
     assert plt.imread(section).shape[:2] == (30, 20)  # coronal: 10 slab slices, stretched 3x, by X
     row = results_doc.example_row("denoise", 2, "sigma_0.05", folder=tmp_path)
     assert row[1] == "| clean | noisy | nlm | diffusion | gan |"
+
+
+def test_validation_compares_the_configs_own_sampling_setting_by_name():
+    own = {"sampler": "ddim", "num_inference_steps": 5, "ensemble": 8, "flips": False}
+    names = [name for name, _ in restoration.sweep_settings("diffusion", 2, own)]
+    assert "ddim-5x8" in names and "ddim-2x4" in names and len(names) == len(set(names))
+    already = {**own, "ensemble": 4}  # in the grid: not twice
+    assert [name for name, _ in restoration.sweep_settings("diffusion", 3, already)].count("ddim-5x4") == 1
+    assert [name for name, _ in restoration.sweep_settings("gan", 2, {"flips": True})] == ["flips-on", "flips-off"]
