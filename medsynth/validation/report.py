@@ -80,7 +80,7 @@ def _view(image) -> np.ndarray:
     views = [image.take(image.shape[axis] // 2, axis) for axis in range(3)]
     side = max(max(v.shape) for v in views)
     padded = [np.pad(v, [(0, side - v.shape[0]), (0, side - v.shape[1])]) for v in views]
-    return np.concatenate(padded[::-1], axis=0)  # rot90 in _show puts axis 0 left to right: sagittal first
+    return np.concatenate(padded, axis=0)  # _show's rot90 lays axis 0 out left to right: sagittal first
 
 
 # html -------------------------------------------------------------------------------------------
