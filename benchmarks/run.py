@@ -170,10 +170,7 @@ def families(args) -> dict:
             with torch.no_grad():  # a diffusion sample is 20-100 network calls: it warms itself up
                 seconds = seconds_per_call(lambda m=model, c=condition: (m.sample(c, seed=0), synchronize(device)),
                                            1 if args.quick else 3, warmup=int(family == "gan"))
-            evaluations = 1
-            if family == "diffusion":
-                options = model.config
-                evaluations = options.num_inference_steps * options.ensemble * (2 if options.guidance_scale != 1 else 1)
+            evaluations = model.network_evaluations()
             entry[family] = {"images_per_second": batch / seconds, "network_evaluations": evaluations}
         entry["gan_over_diffusion"] = entry["gan"]["images_per_second"] / entry["diffusion"]["images_per_second"]
         results[job] = entry
@@ -351,7 +348,9 @@ def sampling(args) -> dict:
                 synchronize(args.device)
                 seconds = time.perf_counter() - start
             estimate = out[:, 0].cpu().numpy()
-            entry[label] = {"network_evaluations": steps * ensemble, "seconds": seconds,
+            entry[label] = {"network_evaluations": model.network_evaluations(sampler=sampler, num_inference_steps=steps,
+                                                                             ensemble=ensemble),
+                            "seconds": seconds,
                             "images_per_second": count / seconds, **scores(estimate, clean, mask)}
         reference = entry["ddpm-1000"]
         for value in entry.values():

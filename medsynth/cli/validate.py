@@ -66,9 +66,11 @@ def compare(
         "--set", help="Override a comparison-config value, e.g. --set utility.seeds=[0,1] or --set "
                       "overrides=[train.steps=100] (values parsed as YAML; repeatable).")] = None,
 ) -> None:
-    """Train every model of CONFIG on the same split with matched budgets (or take --runs), sample, measure
-    realism, diversity, memorization, speed, stability and downstream-segmentation utility, and write the
-    side-by-side report. An interrupted comparison resumes its training runs when run again.
+    """Train every model of CONFIG on the same split, once per real fraction of utility.fractions (or take
+    --runs for the whole set), sample from deformed training label maps, measure realism (KID with 95%
+    intervals in three feature spaces), diversity, memorization, label fidelity, costs and utility against
+    real only and two baseline arms, and write the side-by-side report. An interrupted comparison resumes
+    its training runs when run again.
     """
     from medsynth.validation.compare import compare as run_compare
 
@@ -87,9 +89,12 @@ def demo(
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
 ) -> None:
     """The whole pipeline on bundled real data (the MNI152 template): train a small diffusion model and a small
-    GAN, sample, validate, run the segmentation-utility experiment and write the comparison report. About 10
-    minutes on a 2-core CPU.
+    GAN, sample, validate, run the utility study (fewer segmenter seeds than compare's default, printed) and
+    write the comparison report. Sized for a 2-core CPU.
     """
+    from medsynth.validation.demo import DEMO_SEEDS
     from medsynth.validation.demo import demo as run_demo
 
+    typer.echo(f"demo: utility study with {DEMO_SEEDS} segmenter seeds (medsynth compare's default: 5), "
+               "at the whole real training set only")
     typer.echo(f"report: {run_demo(out, device=device)}")

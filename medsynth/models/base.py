@@ -163,6 +163,11 @@ class Synthesizer(Protocol):
     def training_step(self, batch: dict[str, torch.Tensor], context: StepContext) -> dict[str, float]:
         """One optimisation step on ``batch`` (``target`` and, if conditional, ``condition``); returns losses."""
 
+    def network_evaluations(self, **options) -> int:
+        """Network calls per image that :meth:`sample` makes with these ``options``: sampler steps,
+        two per step with classifier-free guidance, times an ensemble, plus any decoder pass. The
+        one place a cost in network evaluations comes from (``compare``, ``augment``, benchmarks)."""
+
     def sample(self, condition: torch.Tensor | None, *, seed: int, **options) -> torch.Tensor:
         """Images ``(B, 1, *spatial)`` in [0, 1] on the grid of ``condition`` (with ``clip=False``:
         the unclipped mean of the family's samples, for callers that average further)."""

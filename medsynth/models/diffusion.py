@@ -190,6 +190,33 @@ class DiffusionSynthesizer(nn.Module):
         x0 = x0.clamp(-self._bound, self._bound)
         return x0, (x - a * x0) / s.clamp(min=1e-8)
 
+    def _timesteps(self, sampler: str, steps: int, strength: float) -> tuple[int, list[int]]:
+        """The first timestep and every timestep a sample visits (one network call each, two with guidance)."""
+        if not 0 < strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {strength}")
+        T = self.config.num_train_timesteps
+        start = round(strength * (T - 1))
+        if sampler == "ddpm":
+            return start, list(range(start, -1, -1))
+        return start, spaced_timesteps(T, min(steps, start + 1), start)
+
+    def network_evaluations(self, *, sampler: Sampler | None = None, num_inference_steps: int | None = None,
+                            guidance_scale: float | None = None, strength: float = 1.0, ensemble: int | None = None,
+                            conditional: bool | None = None, **_: object) -> int:
+        """UNet calls per image of :meth:`sample` with these options: one per visited timestep, two
+        with classifier-free guidance (``guidance_scale != 1`` on a conditional model), times the
+        ensemble. ``conditional`` defaults to whether the model takes a condition; other sampling
+        options (``init``, ``shape``, ``clip``) change no count."""
+        config = self.config
+        sampler = sampler or config.sampler
+        if sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
+        _, timesteps = self._timesteps(sampler, num_inference_steps or config.num_inference_steps, strength)
+        guidance = config.guidance_scale if guidance_scale is None else guidance_scale
+        conditional = self.condition_channels > 0 if conditional is None else conditional
+        per_step = 2 if conditional and guidance != 1.0 else 1
+        return len(timesteps) * per_step * (ensemble or config.ensemble)
+
     @torch.no_grad()
     def sample(
         self,
@@ -232,14 +259,7 @@ class DiffusionSynthesizer(nn.Module):
         steps = num_inference_steps or config.num_inference_steps
         guidance = config.guidance_scale if guidance_scale is None else guidance_scale
         device = next(self.network.parameters()).device
-        if not 0 < strength <= 1:
-            raise ValueError(f"strength must be in (0, 1], got {strength}")
-        T = config.num_train_timesteps
-        start = round(strength * (T - 1))
-        if sampler == "ddpm":
-            timesteps = list(range(start, -1, -1))
-        else:
-            timesteps = spaced_timesteps(T, min(steps, start + 1), start)
+        start, timesteps = self._timesteps(sampler, steps, strength)
         # the UNet halves the grid len(channels) - 1 times: pad to a multiple, crop at the end
         grid = GridPadding.to_multiple(tuple(shape[2:]), 2 ** (len(config.channels) - 1))
         padded = (*shape[:2], *grid.shape)

@@ -291,6 +291,11 @@ class GANSynthesizer(nn.Module):
             result["r1"] = float(r1.detach())
         return result
 
+    def network_evaluations(self, *, ensemble: int = 1, **_: object) -> int:
+        """Generator calls per image of :meth:`sample`: one per ensemble member (diffusion options
+        such as ``num_inference_steps`` or ``guidance_scale`` change nothing)."""
+        return ensemble
+
     @torch.no_grad()
     def sample(
         self,

@@ -259,6 +259,15 @@ class LatentDiffusionSynthesizer(nn.Module):
         return {key: losses.get(key, NAN) for key in LOSS_KEYS}
 
     # sampling ------------------------------------------------------------------------------------
+    def network_evaluations(self, *, ensemble: int | None = None, init: torch.Tensor | None = None,
+                            **options: object) -> int:
+        """Network calls per image of :meth:`sample`: per ensemble member, the latent UNet's calls
+        (guidance counted, as in the diffusion family) and one decoder pass; plus one encoder pass
+        when ``init`` is given. A decoder pass costs more than a UNet call on the latent grid."""
+        count = ensemble or self.config.diffusion.ensemble
+        unet = self.diffusion.network_evaluations(ensemble=1, **options)
+        return count * (unet + 1) + (init is not None)
+
     @torch.no_grad()
     def sample(
         self,

@@ -98,14 +98,11 @@ class TrainedModel:
         return options
 
     def describe_sampling(self, options: dict) -> tuple[str, int]:
-        """(sampler name, network evaluations per sample) for the manifest."""
+        """(sampler name, network evaluations per sample: ``Synthesizer.network_evaluations``, which
+        counts guidance and ensembles) for the manifest and the comparison report."""
         model_config = self.model.sampler_config
-        if model_config is None:
-            return self.family, 1
-        sampler = options.get("sampler", model_config.sampler)
-        steps = model_config.num_train_timesteps if sampler == "ddpm" else options.get(
-            "num_inference_steps", model_config.num_inference_steps)
-        return sampler, int(steps)
+        sampler = self.family if model_config is None else options.get("sampler", model_config.sampler)
+        return sampler, int(self.model.network_evaluations(**options))
 
 
 @dataclass

@@ -162,9 +162,8 @@ def augment(
         tasks = [_Task(sources[i % len(sources)], None, f"{sources[i % len(sources)].name}_syn{i // len(sources):03d}")
                  for i in range(total)]
     options = trained.sampling_options(steps, sampler)
-    sampler_name, evaluations = trained.describe_sampling(options)
-    if strength is not None:
-        evaluations = max(1, round(evaluations * strength))
+    sampler_name, evaluations = trained.describe_sampling(options if strength is None
+                                                          else {**options, "strength": strength})
     settings = {"model": display(trained.run_dir.resolve()), "seed": seed, "per_image": per_image, "count": count,
                 "strength": strength, "format": output_format, "sampler": sampler_name, "steps": evaluations}
     ranks = Ranks.from_environment()

@@ -301,13 +301,46 @@ def degradation(job: JobConfig, scaling: dict) -> Callable[[np.ndarray, int], np
     return degrade
 
 
+def training_slice_names(volumes: list[Volume], axis: int) -> list[str]:
+    """``"<volume name>:<index>"`` of every 2D slice along ``axis`` of ``volumes``, in order: position
+    ``k`` of this list is slice ``k`` of ``data.train_slices``."""
+    return [f"{v.name}:{k}" for v in volumes for k in range(v.image.shape[1 + axis])]
+
+
+def select_slices(volumes: list[Volume], data: DataConfig) -> list[Volume]:
+    """The training ``volumes`` cut down to the slices ``data.train_slices`` lists (all when it is
+    ``None``); a volume none of whose slices is listed is left out. Intensity scaling is unchanged
+    (it was taken from the whole training part).
+
+    Raises:
+        MedsynthError: an index beyond the training part's slices.
+    """
+    if data.train_slices is None:
+        return volumes
+    wanted = set(data.train_slices)
+    axis, out, offset = data.slice_axis, [], 0
+    for volume in volumes:
+        depth = volume.image.shape[1 + axis]
+        keep = torch.tensor([k for k in range(depth) if offset + k in wanted], dtype=torch.long)
+        offset += depth
+        if len(keep):
+            label = None if volume.label is None else volume.label.index_select(1 + axis, keep)
+            out.append(Volume(volume.image.index_select(1 + axis, keep), label, volume.name, volume.scaling))
+    if max(wanted) >= offset:
+        raise MedsynthError(f"data.train_slices: index {max(wanted)} is beyond the {offset} slices of the training "
+                            f"part (along slice_axis {axis}; indices start at 0)")
+    return out
+
+
 def training_sources(config: ExperimentConfig) -> tuple[PatchSampler, dict[str, list[Volume]]]:
-    """Load, check and split the data of ``config``: the patch sampler (training part only) and the parts."""
+    """Load, check and split the data of ``config``: the patch sampler (training part only, cut to
+    ``data.train_slices`` when given) and the parts (``"train"`` cut alike, so previews use it too)."""
     volumes = load_volumes(config.data, config.spatial_dims)
     check_labels(volumes, config.job)
     parts = split_volumes(volumes, config.data)
+    parts["train"] = select_slices(parts["train"], config.data)
     return PatchSampler(parts["train"], config.data, config.spatial_dims), parts
 
 
-__all__ = ["PARTS", "PatchSampler", "Volume", "degradation", "load_volumes", "make_condition", "slab_bounds",
-           "split_volumes", "training_sources"]
+__all__ = ["PARTS", "PatchSampler", "Volume", "degradation", "load_volumes", "make_condition", "select_slices",
+           "slab_bounds", "split_volumes", "training_slice_names", "training_sources"]

@@ -49,6 +49,10 @@ class DataConfig:
     case_split: tuple[float, float] = (0.15, 0.15)  # several volumes: fractions of cases for validation, test
     min_foreground: float = 0.1  # patches need this fraction of foreground (label > 0, else image > 0.05)
     augment: bool = False  # random flips along every patch axis and a random gamma (0.8-1.25) of each patch
+    # 2D only: train on these slices of the training part alone (None: all). Slice k is the k-th
+    # slice along slice_axis of the training volumes (or slabs) in split order (training.dataset.
+    # training_slice_names); `medsynth compare` sets it to train a generator on a fraction of the data
+    train_slices: list[int] | None = None
 
     def validate(self) -> None:
         check_range(self, "patch_size", 4)
@@ -69,6 +73,12 @@ class DataConfig:
             raise ValueError(f"validation {list(self.validation)} and test {list(self.test)}: the slabs overlap")
         check_range(self, "case_split", 0.0, 0.5)
         check_range(self, "min_foreground", 0.0, 1.0, below=True)
+        if self.train_slices is not None:
+            if not self.train_slices:
+                raise ValueError("train_slices: empty; leave it out (null) to train on every training slice")
+            check_range(self, "train_slices", 0, 10**9)
+            if len(set(self.train_slices)) != len(self.train_slices):
+                raise ValueError("train_slices: an index is listed twice")
         if self.spacing_mm is not None:
             check_range(self, "spacing_mm", 0.01, 100.0)
 
@@ -155,6 +165,8 @@ class ExperimentConfig:
         if len(self.data.patch_size) != self.spatial_dims:
             raise ValueError(f"data.patch_size: a {self.spatial_dims}D config needs {self.spatial_dims} sides, "
                              f"got {short(list(self.data.patch_size))}")
+        if self.data.train_slices is not None and self.spatial_dims != 2:
+            raise ValueError("data.train_slices: selects 2D slices; a 3D config trains on whole training volumes")
         if not -self.spatial_dims <= self.job.degrade_axis < self.spatial_dims:
             raise ValueError(f"job.degrade_axis: {self.job.degrade_axis} is not an axis of a "
                              f"{self.spatial_dims}D patch")

@@ -14,10 +14,10 @@ from medsynth.validation.metrics import (
     precision_recall,
 )
 from medsynth.validation.realism import ImageSet, memorization_check, realism_metrics
-from medsynth.validation.utility import segmentation_utility
+from medsynth.validation.utility_study import utility_experiment
 from medsynth.validation.validate import load_image_set, validate
 
 __all__ = ["CompareConfig", "FeatureExtractor", "ImageSet", "Memorization", "compare", "density_coverage",
            "frechet_distance", "intensity_distance", "kernel_inception_distance", "load_compare_config",
            "load_feature_extractor", "load_image_set", "memorization", "memorization_check", "ms_ssim_diversity",
-           "precision_recall", "realism_metrics", "segmentation_utility", "train_feature_network", "validate"]
+           "precision_recall", "realism_metrics", "train_feature_network", "utility_experiment", "validate"]

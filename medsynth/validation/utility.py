@@ -1,18 +1,14 @@
-"""Downstream-segmentation utility: the segmenter, its per-image Dice, and the first utility experiment.
+"""Downstream-segmentation utility: the segmenter and its Dice.
 
 The same MONAI ``UNet`` (DiceCE loss, Adam, a fixed number of steps, the same seeds) is trained
 on real pairs alone or with a share of each batch drawn from another source (:func:`train_segmenter`).
 :mod:`medsynth.validation.utility_study` runs the study of issue #24 on it (generators keyed by
 real fraction, classical-augmentation and domain-randomisation arms, paired differences with 95%
-intervals); :mod:`medsynth.validation.mask_fidelity` reuses the real-only segmenter for label fidelity.
-
-:func:`segmentation_utility` is the earlier experiment that ``compare`` still calls: mean and
-std over seeds, generators trained on all real training data even at a reduced fraction (at
-that fraction only the synthetic pairs made from the subset's label maps are used)."""
+intervals), which ``medsynth compare`` runs; :mod:`medsynth.validation.mask_fidelity` reuses the
+real-only segmenter for label fidelity."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -21,7 +17,6 @@ import torch.nn.functional as F
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric
 from monai.networks.nets import UNet
-from tqdm.auto import tqdm
 
 from medsynth.validation.realism import ImageSet
 
@@ -144,43 +139,3 @@ def train_and_score(real: ImageSet, held: ImageSet, synthetic: ImageSet | None, 
     network = train_segmenter(real, extra, num_classes=num_classes, steps=steps, seed=seed, ratio=ratio,
                               batch_size=batch_size, device=device)
     return held_out_dice(network, held, num_classes)
-
-
-def segmentation_utility(train: ImageSet, held: ImageSet, synthetic: dict[str, tuple[ImageSet, list[int]]], *,
-                         class_names: list[str], seeds: list[int], fractions: list[float], steps: int,
-                         ratio: float = 0.5, device: str | torch.device = "cpu", progress: bool = True) -> dict:
-    """Dice per foreground class on ``held``, mean and std over ``seeds``, for real only and real +
-    each synthetic set, at each fraction of the real training pairs. Superseded by
-    :func:`medsynth.validation.utility_study.utility_experiment` (intervals, paired differences,
-    per-fraction generators, baseline arms); kept until ``compare`` calls that instead.
-
-    Args:
-        synthetic: name -> (pairs, index of the real training pair each synthetic pair was made from).
-    """
-    conditions = [REAL_ONLY] + list(synthetic)
-    runs = [(c, f, s) for f in fractions for c in conditions for s in seeds]
-    scores: dict[tuple[str, float], list[np.ndarray]] = {}
-    counts: dict[tuple[str, float], dict] = {}
-    began = time.perf_counter()
-    for condition, fraction, seed in tqdm(runs, desc="segmentation utility", disable=not progress, leave=False):
-        subset = real_subset(len(train), fraction)
-        extra = None
-        if condition != REAL_ONLY:
-            pairs, sources = synthetic[condition]
-            extra = pairs.subset([i for i, s in enumerate(sources) if s in set(subset)])
-        dice = train_and_score(train.subset(subset), held, extra, num_classes=len(class_names), steps=steps,
-                               seed=seed, ratio=ratio, device=device)
-        scores.setdefault((condition, fraction), []).append(dice)
-        counts[(condition, fraction)] = {"real": len(subset), "synthetic": 0 if extra is None else len(extra)}
-    results = {}
-    for (condition, fraction), values in scores.items():
-        values = np.stack(values)
-        entry = results.setdefault(condition, {})
-        entry[f"{fraction:g}"] = {
-            **counts[(condition, fraction)],
-            "dice": {name: {"mean": float(values[:, k].mean()), "std": float(values[:, k].std()),
-                            "per_seed": values[:, k].tolist()} for k, name in enumerate(class_names[1:])},
-            "mean_dice": float(values.mean()), "mean_dice_std": float(values.mean(1).std())}
-    return {"conditions": results, "seeds": seeds, "fractions": fractions, "steps": steps, "ratio": ratio,
-            "held_out_images": len(held), "network": "MONAI UNet (16, 32, 64, 128), DiceCE, Adam 2e-3, batch 8",
-            "seconds": round(time.perf_counter() - began, 1)}

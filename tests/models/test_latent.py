@@ -205,8 +205,8 @@ def test_commands_pass_sampler_options_to_every_iterative_family(tmp_path):
     latent = TrainedModel(make(2, 3), ExperimentConfig(family="latent_diffusion"), tmp_path)
     options = latent.sampling_options(3, "dpm_solver")
     assert options == {"num_inference_steps": 3, "sampler": "dpm_solver"}
-    assert latent.describe_sampling(options) == ("dpm_solver", 3)
-    assert latent.describe_sampling({"sampler": "ddpm"}) == ("ddpm", 20)
+    assert latent.describe_sampling(options) == ("dpm_solver", 3 + 1)  # 3 UNet calls and the decoder
+    assert latent.describe_sampling({"sampler": "ddpm"}) == ("ddpm", 20 + 1)
     with pytest.raises(MedsynthError, match="unknown sampler"):
         latent.sampling_options(None, "euler")
     gan = TrainedModel(build_synthesizer("gan", 2, 3, {"channels": [8, 16], "spade_hidden": 8,

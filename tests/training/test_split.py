@@ -116,3 +116,22 @@ def _config(tmp_path, dims: int, patch: list[int], **data) -> str:
                                     "data": {"patch_size": patch, "min_foreground": 0.0, **data},
                                     "model": TINY_MODEL, "train": TINY_TRAIN}))
     return path
+
+
+def test_train_slices_keep_only_the_listed_training_slices(tmp_path):
+    """``data.train_slices`` counts the training part's slices in split order; nothing else reaches a patch."""
+    from medsynth.training.dataset import select_slices, training_slice_names
+
+    data = DataConfig(train_slices=[0, 5, 27])
+    volume = marked_volume(data)
+    train = split_volumes([volume], data)["train"]
+    names = training_slice_names(train, data.slice_axis)
+    values = [int(v.image[0, 0, 0, k]) for v in train for k in range(v.image.shape[-1])]
+    assert len(names) == len(values) == DEPTH - len(eval_slices(data))
+    kept = select_slices(train, data)
+    assert sorted(int(x) for v in kept for x in v.image[0, 0, 0]) == sorted(values[k] for k in (0, 5, 27))
+    with pytest.raises(MedsynthError, match="index 99 is beyond the"):
+        select_slices(train, DataConfig(train_slices=[99]))
+    for bad, message in (([], "empty"), ([1, 1], "listed twice"), ([-1], "train_slices")):
+        with pytest.raises(Exception, match=message):
+            DataConfig(train_slices=bad).validate()

@@ -1,4 +1,4 @@
-"""All metrics of one synthetic set at once, with known answers, and the segmentation-utility experiment."""
+"""All metrics of one synthetic set at once, with known answers, and the utility segmenter."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from medsynth.validation.features import train_feature_network
 from medsynth.validation.realism import ImageSet, memorization_check, realism_metrics, stack_images
-from medsynth.validation.utility import real_subset, segmentation_utility, train_and_score
+from medsynth.validation.utility import real_subset, train_and_score
 from tests.validation.test_features import blobs
 
 
@@ -56,7 +56,7 @@ def test_stack_images_centres_every_image_on_one_grid():
     assert stacked[0, 0, 0].sum() == 0 and stacked[0, 0, 1].sum() == 6  # padded rows around a 4-row image
 
 
-def test_utility_learns_and_keeps_synthetic_pairs_of_the_real_subset():
+def test_the_segmenter_learns_and_real_subsets_are_evenly_spaced():
     images, labels = blobs(10, size=32, seed=3)
     pairs = ImageSet(torch.stack(images), torch.stack(labels), [str(i) for i in range(10)])
     held_images, held_labels = blobs(4, size=32, seed=4)
@@ -65,11 +65,3 @@ def test_utility_learns_and_keeps_synthetic_pairs_of_the_real_subset():
     trained = train_and_score(pairs, held, None, num_classes=3, steps=40, seed=0)
     assert trained.shape == (2,) and trained.mean() > untrained.mean() + 0.2
     assert real_subset(10, 0.1) == [0, 9] and real_subset(10, 1.0) == list(range(10))
-    synthetic = ImageSet(pairs.images.flip(-1), pairs.labels.flip(-1), [f"s{i}" for i in range(10)])
-    result = segmentation_utility(pairs, held, {"flipped": (synthetic, list(range(10)))},
-                                  class_names=["background", "disc", "ring"], seeds=[0, 1], fractions=[0.2, 1.0],
-                                  steps=2, progress=False)
-    reduced = result["conditions"]["flipped"]["0.2"]
-    assert reduced["real"] == 2 and reduced["synthetic"] == 2  # only pairs made from the 2 real label maps
-    assert result["conditions"]["real only"]["1"]["synthetic"] == 0
-    assert len(reduced["dice"]["disc"]["per_seed"]) == 2

@@ -82,3 +82,14 @@ def test_restored_copies_get_paired_fidelity():
     assert same["pairs"] == 2 and same["ssim"] == pytest.approx(1.0) and same["psnr"] > 100
     noisy = paired_fidelity(real, ImageSet((images + 0.1).clamp(0, 1), None, ["a", "b", "c"]))
     assert 15 < noisy["psnr"] < 25 and noisy["ssim"] < 0.99
+
+
+def test_3d_images_are_shown_as_three_orthogonal_views():
+    from medsynth.validation.report import _view
+
+    volume = np.zeros((4, 6, 8))
+    volume[2, :, :] = 1.0  # the sagittal middle slice, all ones
+    view = _view(volume)
+    assert view.shape == (3 * 8, 8)  # three views side by side, each padded to the largest side
+    assert view[:6, :8].sum() == 6 * 8 and view[16:].sum() == volume[:, :, 4].sum()  # sagittal, ..., axial
+    assert _view(np.ones((5, 7))).shape == (5, 7)

@@ -1,0 +1,59 @@
+"""``Synthesizer.network_evaluations`` counts the network calls ``sample`` really makes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medsynth.models import build_synthesizer
+
+TINY_DIFFUSION = {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8,
+                  "num_head_channels": 8, "num_train_timesteps": 20, "num_inference_steps": 3}
+TINY_GAN = {"channels": [8, 16], "spade_hidden": 8, "discriminator_channels": 8}
+TINY_LATENT = {"channels": [8, 16], "latent_channels": 2, "norm_num_groups": 8,
+               "diffusion": {**TINY_DIFFUSION, "channels": [8, 16]}}
+
+
+def counted(module: torch.nn.Module) -> list[int]:
+    calls = [0]
+    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def one_hot(batch: int = 2) -> torch.Tensor:
+    labels = torch.randint(0, 3, (batch, 8, 8), generator=torch.Generator().manual_seed(0))
+    return torch.nn.functional.one_hot(labels, 3).movedim(-1, 1).float()
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"guidance_scale": 1.5}, {"guidance_scale": 1.5, "ensemble": 2}, {"sampler": "ddpm"},
+    {"sampler": "dpm_solver", "num_inference_steps": 5, "guidance_scale": 2.0}, {"strength": 0.5},
+])
+def test_diffusion_counts_guidance_ensembles_and_strength(options):
+    torch.manual_seed(0)
+    model = build_synthesizer("diffusion", 2, 3, TINY_DIFFUSION)
+    calls = counted(model.network)
+    model.sample(one_hot(), seed=0, **options)
+    assert model.network_evaluations(**options) == calls[0]  # per image: the batch goes through each call
+    if options.get("guidance_scale", 1.0) != 1.0:
+        assert model.network_evaluations(**options) == 2 * model.network_evaluations(**{**options,
+                                                                                         "guidance_scale": 1.0})
+
+
+def test_unconditional_diffusion_has_no_guidance_calls():
+    model = build_synthesizer("diffusion", 2, 0, {**TINY_DIFFUSION, "guidance_scale": 3.0})
+    calls = counted(model.network)
+    model.sample(None, seed=0, shape=(1, 1, 8, 8))
+    assert model.network_evaluations() == calls[0] == 3
+
+
+def test_gan_and_latent_counts():
+    torch.manual_seed(0)
+    gan = build_synthesizer("gan", 2, 3, TINY_GAN)
+    calls = counted(gan.generator)
+    gan.sample(one_hot(), seed=0, ensemble=3, num_inference_steps=50, guidance_scale=2.0)
+    assert gan.network_evaluations(ensemble=3, num_inference_steps=50, guidance_scale=2.0) == calls[0] == 3
+    latent = build_synthesizer("latent_diffusion", 2, 3, TINY_LATENT)
+    unet, decoder = counted(latent.diffusion.network), counted(latent.autoencoder.decoder)
+    latent.sample(one_hot(), seed=0, guidance_scale=1.5, ensemble=2)
+    assert latent.network_evaluations(guidance_scale=1.5, ensemble=2) == unet[0] + decoder[0] == 2 * (2 * 3 + 1)
