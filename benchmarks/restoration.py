@@ -200,7 +200,7 @@ def choices(job: str, dims: int, results: Path, kind: str = "baseline") -> dict:
 
 
 def _best(grid: dict[str, dict[str, dict[int, list]]]) -> dict[str, str]:
-    """For each name, the setting with the best mean PSNR among those scored on every seed of that name."""
+    """For each name, the setting with the best mean PSNR among those scored on every (seed, condition) of that name."""
     best = {}
     for name, settings in grid.items():
         seeds = set().union(*(set(by_seed) for by_seed in settings.values()))
@@ -221,13 +221,14 @@ def choose(job: str, dims: int, results: Path) -> tuple[dict, dict]:
         if "[" not in record["method"]:
             continue
         name, label = record["method"].rstrip("]").split("[", 1)
+        scored_on, psnr = (record["seed"], record["condition"]), record["scores"]["psnr"]
         if record["kind"] == "baseline":
             key = json.dumps(record["params"])
-            baseline_grid.setdefault(name, {}).setdefault(key, {})[record["seed"]] = record["scores"]["psnr"]
+            baseline_grid.setdefault(name, {}).setdefault(key, {})[scored_on] = psnr
         else:
-            sampling_grid.setdefault(name, {}).setdefault(label, {})[record["seed"]] = record["scores"]["psnr"]
+            sampling_grid.setdefault(name, {}).setdefault(label, {})[scored_on] = psnr
             options[f"{name}[{label}]"] = record["options"]
-    rule = "best mean PSNR over every validation seed and slice"
+    rule = "best mean PSNR over every validation seed, condition and slice"
     baseline = {name: json.loads(key) for name, key in _best(baseline_grid).items()}
     sampling = {name: {"setting": label, "options": options[f"{name}[{label}]"]}
                 for name, label in _best(sampling_grid).items()}

@@ -90,3 +90,13 @@ def test_validation_compares_the_configs_own_sampling_setting_by_name():
     already = {**own, "ensemble": 4}  # in the grid: not twice
     assert [name for name, _ in restoration.sweep_settings("diffusion", 3, already)].count("ddim-5x4") == 1
     assert [name for name, _ in restoration.sweep_settings("gan", 2, {"flips": True})] == ["flips-on", "flips-off"]
+
+
+def test_choices_pool_every_condition(tmp_path):
+    for condition, (a, b) in {"x2": (30.0, 29.0), "x4": (20.0, 20.5)}.items():  # mean: a 25.0, b 24.75
+        for method, psnr in (("gan[flips-on]", a), ("gan[flips-off]", b)):
+            path = _record(tmp_path, method, 0, [psnr], options={"flips": "on" in method})
+            record = json.loads(path.read_text())
+            restoration.write_record({**record, "condition": condition}, tmp_path)
+            path.unlink()
+    assert restoration.choose("denoise", 2, tmp_path)[1]["gan"]["setting"] == "flips-on"
