@@ -347,8 +347,8 @@ def main() -> None:
                         help="config override for a smoke test, e.g. train.steps=2 (records say so: config hash)")
     args = parser.parse_args()
     for job in args.jobs:
-        if args.part == "test" and not choices(job, args.dims, args.results):
-            raise SystemExit(f"{job} {args.dims}D: no baseline choices; run --part validation first")
+        if args.part == "test" and not choices(job, args.dims, args.results, "sampling"):
+            raise SystemExit(f"{job} {args.dims}D: nothing chosen on validation; run --part validation first")
         for seed in args.seeds:
             evaluate_baselines(job, args.dims, seed, args.part, CONFIGS / f"{job}_{args.dims}d_{args.families[0]}.yaml",
                                args.results)
