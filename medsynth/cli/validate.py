@@ -27,11 +27,11 @@ def validate(
         "--synth-labels", help="Label maps of the synthetic images, e.g. the labels/ of `medsynth augment`.")] = None,
     train: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--train", help="The generator's real training images: memorization is checked against them and the "
-                        "feature network trained on them (default: REAL_DIR).")] = None,
+                        "feature network trained on them (default: REAL_DIR, and memorization is not measured).")] = None,
     train_labels: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--train-labels", help="Label maps of --train.")] = None,
     features: Annotated[Optional[Path], typer.Option(  # noqa: UP045
-        "--features", help="Feature extractor for FID/KID/precision/recall: a TorchScript file taking (N, 1, "
+        "--features", help="Feature extractor for KID/FID and memorization: a TorchScript file taking (N, 1, "
                            "*spatial) images in [0, 1] (e.g. RadImageNet or MedicalNet weights you have), or the "
                            "feature_network/ folder of an earlier report. Default: train medsynth's own on the "
                            "real training images.")] = None,
@@ -40,9 +40,10 @@ def validate(
         "--feature-steps", help="Training steps of medsynth's feature network (1 to 1,000,000).")] = 300,
     device: Annotated[str, typer.Option("--device", help=DEVICE_HELP)] = "auto",
 ) -> None:
-    """Measure how close SYNTH_DIR is to REAL_DIR: FID/KID, precision/recall, density/coverage, MS-SSIM
-    diversity, intensity-histogram distances (per label class with both label folders) and near-copies of
-    training images. Writes --out/report.html and metrics.json.
+    """Measure how close SYNTH_DIR is to REAL_DIR (real images the generator never trained on): KID with a
+    95% interval and FID with its validity flag in three feature spaces, MS-SSIM diversity, intensity-histogram
+    distances (per label class with both label folders) and, with --train, copies of training images
+    calibrated on REAL_DIR. Writes --out/report.html and metrics.json.
     """
     from medsynth.validation.validate import validate as run_validate
 

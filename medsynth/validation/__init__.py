@@ -13,11 +13,13 @@ from medsynth.validation.metrics import (
     ms_ssim_diversity,
     precision_recall,
 )
-from medsynth.validation.realism import ImageSet, memorization_check, realism_metrics
+from medsynth.validation.nearest_training import calibrated_memorization
+from medsynth.validation.realism import ImageSet
+from medsynth.validation.unpaired import fid_check, kid_interval
 from medsynth.validation.utility_study import utility_experiment
 from medsynth.validation.validate import load_image_set, validate
 
-__all__ = ["CompareConfig", "FeatureExtractor", "ImageSet", "Memorization", "compare", "density_coverage",
-           "frechet_distance", "intensity_distance", "kernel_inception_distance", "load_compare_config",
-           "load_feature_extractor", "load_image_set", "memorization", "memorization_check", "ms_ssim_diversity",
-           "precision_recall", "realism_metrics", "train_feature_network", "utility_experiment", "validate"]
+__all__ = ["CompareConfig", "FeatureExtractor", "ImageSet", "Memorization", "calibrated_memorization", "compare",
+           "density_coverage", "fid_check", "frechet_distance", "intensity_distance", "kernel_inception_distance",
+           "kid_interval", "load_compare_config", "load_feature_extractor", "load_image_set", "memorization",
+           "ms_ssim_diversity", "precision_recall", "train_feature_network", "utility_experiment", "validate"]

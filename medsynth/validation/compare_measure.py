@@ -26,16 +26,18 @@ from medsynth.validation.unpaired import fid_check, kid_interval
 REAL_TRAINING = "real training slices"
 
 
-def realism(spaces: dict[str, FeatureSpace], held: ImageSet, train: ImageSet,
+def realism(spaces: dict[str, FeatureSpace], held: ImageSet, train: ImageSet | None,
             synthetic: dict[str, ImageSet]) -> dict:
     """KID (95% interval) and FID (with its validity flag) of each synthetic set against the held-out
-    real images, in every feature space, beside the same for the real training slices; and whether
-    the spaces rank the families alike (``feature_spaces.rank_agreement`` on KID)."""
+    real images, in every feature space, beside the same for the real training slices (when given:
+    the reference a synthetic set can hope to reach); and whether the spaces rank the families alike
+    (``feature_spaces.rank_agreement`` on KID)."""
     out: dict[str, dict] = {}
+    reference = {} if train is None else {REAL_TRAINING: train}
     for name, space in spaces.items():
         real = space.extract(held.images)
         entry = {"description": space.description, "families": {}}
-        for label, images in {**synthetic, REAL_TRAINING: train}.items():
+        for label, images in {**synthetic, **reference}.items():
             fake = space.extract(images.images)
             record = {"kid": kid_interval(real, fake).as_dict(), "fid": fid_check(real, fake)}
             if label == REAL_TRAINING:
@@ -66,23 +68,26 @@ def flagged_interval(flagged: int, total: int) -> dict:
 def memorization(extractor: FeatureExtractor, train: ImageSet, held: ImageSet, synthetic: ImageSet,
                  num_classes: int) -> tuple[dict, dict[str, CalibratedMemorization]]:
     """Calibrated memorization of ``synthetic`` in the trained feature space (z-scored on the training
-    features) and on its condition residuals (the label-map descriptor's ridge prediction removed).
+    features) and, when all three sets have label maps, on its condition residuals (the label-map
+    descriptor's ridge prediction removed).
 
     Returns the record (each space's summary, its flagged share with an exact 95% interval, and
-    which samples each space flagged alone or both did) and the two results, for the figures."""
+    which samples each space flagged alone or both did) and the results, for the figures."""
     x, h, y = standardize(*(extractor.extract(s.images) for s in (train, held, synthetic)))
-    conditions = tuple(label_descriptor(s.labels, num_classes) for s in (train, held, synthetic))
-    results = {"features": calibrated_memorization(x, h, y),
-               "residuals": calibrated_memorization(x, h, y, conditions=conditions)}
+    results = {"features": calibrated_memorization(x, h, y)}
+    if num_classes > 1 and all(s.labels is not None for s in (train, held, synthetic)):
+        conditions = tuple(label_descriptor(s.labels, num_classes) for s in (train, held, synthetic))
+        results["residuals"] = calibrated_memorization(x, h, y, conditions=conditions)
     record = {}
     for space, result in results.items():
         summary = result.as_dict()
         for pair in summary["closest"]:
             pair.update(synthetic=synthetic.names[pair["synthetic_index"]], train=train.names[pair["train_index"]])
         record[space] = {**summary, "share": flagged_interval(len(result.flagged), len(result.distance))}
-    features, residuals = (set(results[s].flagged.tolist()) for s in ("features", "residuals"))
-    record["flagged_by"] = {"both": len(features & residuals), "features_only": len(features - residuals),
-                            "residuals_only": len(residuals - features)}
+    if "residuals" in results:
+        features, residuals = (set(results[s].flagged.tolist()) for s in ("features", "residuals"))
+        record["flagged_by"] = {"both": len(features & residuals), "features_only": len(features - residuals),
+                                "residuals_only": len(residuals - features)}
     return record, results
 
 

@@ -11,33 +11,22 @@ from pathlib import Path
 
 import numpy as np
 
-from medsynth.validation.compare_measure import REAL_TRAINING
 from medsynth.validation.realism import ImageSet
 from medsynth.validation.report import (
+    _errorbar,
     _format,
     _html_table,
+    _interval,
     _save,
     _show,
-    _view,
     _write_page,
     grid_figure,
     loss_figure,
+    nearest_figure,
     plt,  # the Agg backend, set once in report
+    realism_figure,
 )
 from medsynth.validation.utility import REAL_ONLY
-
-
-def _interval(entry: dict | None, digits: int = 3) -> str:
-    if not entry:
-        return "—"
-    low, high = entry["ci95"]
-    return f"{entry['value']:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
-
-
-def _errorbar(entries: list[dict]) -> tuple[list[float], np.ndarray]:
-    values = [e["value"] for e in entries]
-    spread = np.array([[e["value"] - e["ci95"][0] for e in entries], [e["ci95"][1] - e["value"] for e in entries]])
-    return values, np.clip(spread, 0, None)
 
 
 def diversity_figure(shown: dict, path: Path, conditions: int = 4, per_model: int = 3) -> Path:
@@ -76,21 +65,6 @@ def histogram_figure(held: ImageSet, shown: dict, classes: list[str], path: Path
     return _save(figure, path)
 
 
-def realism_figure(realism: dict, path: Path) -> Path:
-    """KID with its 95% interval in each feature space, families beside the real training slices."""
-    spaces = list(realism["spaces"])
-    figure, axes = plt.subplots(1, len(spaces), figsize=(3.4 * len(spaces), 2.8), squeeze=False)
-    for axis, space in zip(axes[0], spaces, strict=True):
-        entry = realism["spaces"][space]
-        rows = {**{f: r["kid"] for f, r in entry["families"].items()}, REAL_TRAINING: entry["reference"]["kid"]}
-        values, spread = _errorbar(list(rows.values()))
-        axis.bar(range(len(rows)), values, yerr=spread, capsize=4, color=["C0", "C1", "C2", "C3"][:len(rows)])
-        axis.set_xticks(range(len(rows)), list(rows), fontsize=7, rotation=20)
-        axis.axhline(0, color="k", linewidth=0.6)
-        axis.set_title(f"KID, {space} features", fontsize=9)
-    return _save(figure, path)
-
-
 def dice_figure(utility: dict, fidelity: dict, path: Path) -> Path:
     """Mean Dice with 95% interval bars: every arm at every real fraction, then label fidelity."""
     arms = utility["arms"]
@@ -113,31 +87,6 @@ def dice_figure(utility: dict, fidelity: dict, path: Path) -> Path:
     axis.set_title("label fidelity (real-only segmenter)", fontsize=8)
     axis.set_ylim(0, 1)
     axes[0, 0].set_ylabel(f"mean Dice, 95% interval\n({len(utility['seeds'])} segmenter seeds)", fontsize=8)
-    return _save(figure, path)
-
-
-def nearest_figure(shown: dict, train: ImageSet, path: Path, pairs: int = 2) -> Path:
-    """Per family: the held-out real images' nearest-training distances (histogram), the copy threshold
-    and the closest samples' distances, in both spaces; then the closest pairs (features)."""
-    columns = 2 + 2 * pairs
-    figure, axes = plt.subplots(len(shown), columns, figsize=(2.2 * columns, 2.2 * len(shown)), squeeze=False)
-    for r, (name, items) in enumerate(shown.items()):
-        for c, (space, result) in enumerate(items["calibrated"].items()):
-            axis = axes[r, c]
-            axis.hist(result.held_distance, bins=15, color="0.7", label="held-out real")
-            axis.axvline(result.threshold, color="r", linewidth=1, label="copy threshold")
-            for d in np.sort(result.distance)[:pairs]:
-                axis.axvline(d, color="C0", linewidth=1, linestyle="--")
-            axis.set_title(f"{name}: {space}", fontsize=8)
-            axis.tick_params(labelsize=6)
-            if r == 0 and c == 0:
-                axis.legend(fontsize=5)
-        result = items["calibrated"]["features"]
-        for k, i in enumerate(np.argsort(result.distance)[:pairs]):
-            _show(axes[r, 2 + 2 * k], _view(items["pairs"].images[i, 0]),
-                  f"d={result.distance[i]:.3g} (pct {result.percentile[i]:.0%})")
-            _show(axes[r, 3 + 2 * k], _view(train.images[result.nearest[i], 0]), "nearest training")
-    figure.suptitle("Nearest-training distances: held-out real images (grey), closest samples (dashed)", fontsize=9)
     return _save(figure, path)
 
 

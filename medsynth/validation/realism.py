@@ -1,9 +1,9 @@
-"""Every distribution metric of one synthetic image set against real images, in one call.
+"""Image sets and the image-space measures of realism that need no feature network.
 
 Images are ``(N, 1, *spatial)`` tensors in [0, 1] on one grid (``stack_images`` brings
 differently sized images onto one by centred padding/cropping); labels, when given, are integer
 maps on the same grid. Used alike by ``medsynth validate`` (image folders) and ``medsynth
-compare`` (models), so both report the same numbers for the same images.
+compare`` (models); the feature-space measures both call are in :mod:`compare_measure`.
 """
 
 from __future__ import annotations
@@ -15,16 +15,7 @@ import numpy as np
 import torch
 from monai.transforms import ResizeWithPadOrCrop
 
-from medsynth.validation.features import FeatureExtractor
-from medsynth.validation.metrics import (
-    density_coverage,
-    frechet_distance,
-    intensity_distance,
-    kernel_inception_distance,
-    memorization,
-    ms_ssim_diversity,
-    precision_recall,
-)
+from medsynth.validation.metrics import intensity_distance, ms_ssim_diversity
 
 #: at most this many images enter the all-pairs MS-SSIM (pairs grow quadratically)
 DIVERSITY_IMAGES = 32
@@ -82,39 +73,3 @@ def diversity(images: torch.Tensor) -> float:
     """Mean pairwise MS-SSIM of up to ``DIVERSITY_IMAGES`` images, evenly chosen (lower = more diverse)."""
     chosen = np.linspace(0, len(images) - 1, min(len(images), DIVERSITY_IMAGES)).round().astype(int)
     return ms_ssim_diversity(images[np.unique(chosen)], spatial_dims=images.ndim - 2)
-
-
-def realism_metrics(real: ImageSet, synthetic: ImageSet, extractor: FeatureExtractor, *,
-                    class_names: list[str] | None = None, real_features: np.ndarray | None = None) -> dict:
-    """Realism (FID, KID, intensity histograms), coverage (precision/recall, density/coverage) and
-    diversity (MS-SSIM among the synthetic images, next to the same among the real ones)."""
-    if len(real) < 2 or len(synthetic) < 2:
-        raise ValueError(f"realism needs at least 2 real and 2 synthetic images, got {len(real)} and {len(synthetic)}")
-    if real.images.shape[1:] != synthetic.images.shape[1:]:
-        raise ValueError(f"real and synthetic images differ in shape: {tuple(real.images.shape[1:])} vs "
-                         f"{tuple(synthetic.images.shape[1:])}")
-    x = extractor.extract(real.images) if real_features is None else real_features
-    y = extractor.extract(synthetic.images)
-    kid, kid_std = kernel_inception_distance(x, y)
-    precision, recall = precision_recall(x, y)
-    density, coverage = density_coverage(x, y)
-    return {"n_real": len(real), "n_synthetic": len(synthetic), "fid": frechet_distance(x, y), "kid": kid,
-            "kid_std": kid_std, "precision": precision, "recall": recall, "density": density, "coverage": coverage,
-            "intensity_wasserstein": intensity_distances(real, synthetic, class_names),
-            "ms_ssim": diversity(synthetic.images)}
-
-
-def memorization_check(train: ImageSet, synthetic: ImageSet, threshold: float = 0.5, pairs: int = 4) -> dict:
-    """Near-copy check in image space: each synthetic image's distance to its nearest training image,
-    over that training image's distance to its own nearest other training image. ``closest``
-    lists the ``pairs`` synthetic images with the lowest ratio and their training neighbours."""
-    if train.images.shape[1:] != synthetic.images.shape[1:]:
-        raise ValueError("training and synthetic images differ in shape")
-    result = memorization(train.images.flatten(1).numpy(), synthetic.images.flatten(1).numpy(), threshold)
-    order = np.argsort(result.ratio)[:pairs]
-    return {"threshold": threshold, "fraction_flagged": result.fraction_flagged, "flagged": len(result.flagged),
-            "n_synthetic": len(synthetic), "n_train": len(train), "median_ratio": float(np.median(result.ratio)),
-            "min_ratio": float(result.ratio.min()),
-            "closest": [{"synthetic": synthetic.names[i], "train": train.names[int(result.nearest[i])],
-                         "synthetic_index": int(i), "train_index": int(result.nearest[i]),
-                         "ratio": float(result.ratio[i])} for i in order]}

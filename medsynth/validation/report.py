@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from medsynth.io.files import atomic_path  # noqa: E402
+from medsynth.validation.compare_measure import REAL_TRAINING  # noqa: E402
 from medsynth.validation.realism import ImageSet  # noqa: E402
 
 
@@ -27,6 +28,19 @@ def _format(value: float | str | None) -> str:
     if isinstance(value, str):
         return value
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def _interval(entry: dict | None, digits: int = 3) -> str:
+    if not entry:
+        return "—"
+    low, high = entry["ci95"]
+    return f"{entry['value']:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+
+
+def _errorbar(entries: list[dict]) -> tuple[list[float], np.ndarray]:
+    values = [e["value"] for e in entries]
+    spread = np.array([[e["value"] - e["ci95"][0] for e in entries], [e["ci95"][1] - e["value"] for e in entries]])
+    return values, np.clip(spread, 0, None)
 
 
 # figures ----------------------------------------------------------------------------------------
@@ -58,16 +72,47 @@ def loss_figure(shown: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
-def nearest_figure(models: dict[str, tuple[ImageSet, dict]], train: ImageSet, path: Path) -> Path:
-    """For each model, the synthetic images closest to a training image (``memorization_check``), with it."""
-    pairs = max(len(check["closest"]) for _, check in models.values())
-    figure, axes = plt.subplots(len(models), 2 * pairs, figsize=(3.2 * pairs, 1.9 * len(models)), squeeze=False)
-    for r, (name, (synthetic, check)) in enumerate(models.items()):
-        for k, pair in enumerate(check["closest"]):
-            _show(axes[r, 2 * k], _view(synthetic.images[pair["synthetic_index"], 0]),
-                  f"{name}: ratio {pair['ratio']:.2f}")
-            _show(axes[r, 2 * k + 1], _view(train.images[pair["train_index"], 0]), "nearest training")
-    figure.suptitle(f"Closest synthetic / training pairs (ratio < {check['threshold']} flags a near-copy)", fontsize=9)
+def realism_figure(realism: dict, path: Path) -> Path:
+    """KID with its 95% interval in each feature space, families beside the real training slices."""
+    spaces = list(realism["spaces"])
+    figure, axes = plt.subplots(1, len(spaces), figsize=(3.4 * len(spaces), 2.8), squeeze=False)
+    for axis, space in zip(axes[0], spaces, strict=True):
+        entry = realism["spaces"][space]
+        rows = {f: r["kid"] for f, r in entry["families"].items()}
+        if "reference" in entry:
+            rows[REAL_TRAINING] = entry["reference"]["kid"]
+        values, spread = _errorbar(list(rows.values()))
+        axis.bar(range(len(rows)), values, yerr=spread, capsize=4, color=["C0", "C1", "C2", "C3"][:len(rows)])
+        axis.set_xticks(range(len(rows)), list(rows), fontsize=7, rotation=20)
+        axis.axhline(0, color="k", linewidth=0.6)
+        axis.set_title(f"KID, {space} features", fontsize=9)
+    return _save(figure, path)
+
+
+def nearest_figure(shown: dict, train: ImageSet, path: Path, pairs: int = 2) -> Path:
+    """Per family: the held-out real images' nearest-training distances (histogram), the copy threshold
+    and the closest samples' distances, in both spaces; then the closest pairs (features)."""
+    columns = 2 + 2 * pairs
+    figure, axes = plt.subplots(len(shown), columns, figsize=(2.2 * columns, 2.2 * len(shown)), squeeze=False)
+    for r, (name, items) in enumerate(shown.items()):
+        for c, (space, result) in enumerate(items["calibrated"].items()):
+            axis = axes[r, c]
+            axis.hist(result.held_distance, bins=15, color="0.7", label="held-out real")
+            axis.axvline(result.threshold, color="r", linewidth=1, label="copy threshold")
+            for d in np.sort(result.distance)[:pairs]:
+                axis.axvline(d, color="C0", linewidth=1, linestyle="--")
+            axis.set_title(f"{name}: {space}", fontsize=8)
+            axis.tick_params(labelsize=6)
+            if r == 0 and c == 0:
+                axis.legend(fontsize=5)
+        if len(items["calibrated"]) == 1:  # no condition residuals (no label maps)
+            axes[r, 1].axis("off")
+        result = items["calibrated"]["features"]
+        for k, i in enumerate(np.argsort(result.distance)[:pairs]):
+            _show(axes[r, 2 + 2 * k], _view(items["pairs"].images[i, 0]),
+                  f"d={result.distance[i]:.3g} (pct {result.percentile[i]:.0%})")
+            _show(axes[r, 3 + 2 * k], _view(train.images[result.nearest[i], 0]), "nearest training")
+    figure.suptitle("Nearest-training distances: held-out real images (grey), closest samples (dashed)", fontsize=9)
     return _save(figure, path)
 
 
@@ -107,35 +152,45 @@ text-align:left}}th{{background:#f3f3f3}}img{{max-width:100%}}li{{margin:.3em 0}
     return out / "report.html"
 
 
-def write_validation_report(out: Path, report: dict, real: ImageSet, synthetic: ImageSet, train: ImageSet) -> Path:
-    """Figures and ``report.html`` of ``medsynth validate``."""
+def write_validation_report(out: Path, report: dict, real: ImageSet, synthetic: ImageSet, train: ImageSet | None,
+                            calibrated: dict | None) -> Path:
+    """Figures and ``report.html`` of ``medsynth validate`` (``calibrated``: memorization's results, or None)."""
     m = report["metrics"]
-    rows = [["FID", _format(m["fid"]), "lower is better; comparable within one feature network only"],
-            ["KID × 1000", f"{1000 * m['kid']:.3g} ± {1000 * m['kid_std']:.2g}", "unbiased; ~0 = same distribution"],
-            ["precision / recall", f"{m['precision']:.3f} / {m['recall']:.3f}", "k-NN manifolds, 1 best"],
-            ["density / coverage", f"{m['density']:.3f} / {m['coverage']:.3f}", "density ~1 for matched sets"],
-            ["MS-SSIM among synthetic", _format(m["ms_ssim"]),
-             f"real: {report['real_ms_ssim']:.3f}; lower = more diverse"]]
+    rows = []
+    for space, entry in m["realism"]["spaces"].items():
+        record = entry["families"]["synthetic"]
+        fid = record["fid"]
+        reference = f"; real training images: {_interval(entry['reference']['kid'])}" if "reference" in entry else ""
+        rows.append([f"KID, {space} features", _interval(record["kid"]),
+                     f"95% interval; ~0 = same distribution as REAL_DIR{reference}"])
+        rows.append([f"FID, {space} features", _format(fid.get("value")),
+                     "valid" if fid.get("valid") else f"biased: {fid.get('reason', 'too few images')}"])
+    rows.append(["MS-SSIM among synthetic", _format(m["ms_ssim"]["synthetic"]),
+                 f"real: {m['ms_ssim']['real']:.3f}; lower = more diverse"])
     rows += [[f"intensity Wasserstein-1, {k}", _format(v), "image units in [0, 1]"]
              for k, v in m["intensity_wasserstein"].items()]
     if "fidelity" in m:
         f = m["fidelity"]
         rows.append(["paired PSNR / SSIM", f"{f['psnr']:.2f} dB / {f['ssim']:.3f}",
                      f"{f['pairs']} synthetic images against the real images of the same name"])
-    check = m["memorization"]
-    rows.append(["near-copies of training images", f"{check['flagged']} of {check['n_synthetic']} "
-                 f"({check['fraction_flagged']:.1%}), min ratio {check['min_ratio']:.2f}",
-                 f"ratio < {check['threshold']} of the training set's own nearest-neighbour spacing"])
+    memorization = m["memorization"]
+    if calibrated is None:
+        rows.append(["copies of training images", "—", memorization["reason"]])
+    for space, result in (calibrated or {}).items():
+        share = memorization[space]["share"]
+        rows.append([f"share flagged as copies ({result.space})",
+                     f"{share['flagged']} of {share['n']}: {_interval(share)}", result.rule])
     figures = out / "figures"
-    shown = {"real": ImageSet(real.images, real.labels, real.names),
-             "synthetic": ImageSet(synthetic.images, synthetic.labels, synthetic.names)}
-    paths = {"Real and synthetic images": grid_figure(shown, figures / "samples.png"),
-             "Memorization: closest synthetic / training pairs": nearest_figure({"synthetic": (synthetic, check)},
-                                                                                train, figures / "nearest_pairs.png")}
+    paths = {"Real and synthetic images": grid_figure({"real": real, "synthetic": synthetic}, figures / "samples.png"),
+             "Realism: KID per feature space, 95% intervals": realism_figure(m["realism"], figures / "kid.png")}
+    if calibrated is not None and train is not None:
+        paths["Memorization: nearest-training distances and closest pairs"] = nearest_figure(
+            {"synthetic": {"calibrated": calibrated, "pairs": synthetic}}, train, figures / "nearest.png")
     body = (f"<p>{len(real)} real images ({html.escape(report['real'])}) and {len(synthetic)} synthetic images "
             f"({html.escape(report['synthetic'])}), {report['spatial_dims']}D, on a "
-            f"{'x'.join(map(str, report['shape']))} grid; memorization against {html.escape(report['train'])}. "
-            f"Features: {html.escape(report['feature_network']['description'])}. Computed in this run "
+            f"{'x'.join(map(str, report['shape']))} grid; memorization against "
+            f"{html.escape(report['train'] or 'nothing (no --train)')}. "
+            f"Trained features: {html.escape(report['feature_network']['description'])}. Computed in this run "
             f"({report['seconds']:.0f} s).</p>" + _html_table(["metric", "value", "note"], rows))
     return _write_page(out, "medsynth validation report", body, paths)
 

@@ -2,9 +2,11 @@
 
 Both folders are read like training data (NIfTI or DICOM, reoriented to RAS, intensities scaled
 to [0, 1] per image), cut into 2D slices along the axial axis (or kept as 3D volumes with
-``spatial_dims=3``), brought onto one grid, and measured with the same functions ``medsynth
-compare`` uses: realism, coverage, diversity, memorization (against ``--train`` or else the real
-folder), intensity distances per label class when both label folders are given, and paired
+``spatial_dims=3``), brought onto one grid, and measured with the functions ``medsynth compare``
+uses (:mod:`medsynth.validation.compare_measure`): KID with a 95% interval and FID with its
+validity flag in three feature spaces, MS-SSIM diversity beside the real images', calibrated
+memorization (needs ``--train``: the real folder must then be held out from the generator's
+training), intensity distances per label class when both label folders are given, and paired
 PSNR/SSIM when synthetic files have the names of real ones (restored copies of them).
 """
 
@@ -21,6 +23,8 @@ from medsynth.io.files import check_separate, prepare_output_dir, write_json
 from medsynth.training.dataset import load_volumes
 from medsynth.training.experiment import DataConfig
 from medsynth.training.trainer import resolve_device
+from medsynth.validation import compare_measure as measure
+from medsynth.validation.feature_spaces import build_feature_spaces
 from medsynth.validation.features import load_feature_extractor, train_feature_network
 from medsynth.validation.fidelity import psnr, ssim
 from medsynth.validation.realism import (
@@ -28,10 +32,14 @@ from medsynth.validation.realism import (
     common_shape,
     diversity,
     foreground_slices,
-    memorization_check,
-    realism_metrics,
+    intensity_distances,
     stack_images,
 )
+from medsynth.validation.unpaired import MIN_IMAGES
+
+#: why memorization is not measured without ``--train``
+NO_TRAIN = ("not measured: pass --train (the generator's real training images; REAL_DIR must be held out "
+            "from them) to calibrate nearest-training distances on the real images")
 
 
 def load_image_set(folder: str | os.PathLike, labels: str | os.PathLike | None = None, *, spatial_dims: int = 2,
@@ -57,9 +65,9 @@ def load_image_set(folder: str | os.PathLike, labels: str | os.PathLike | None =
             images.append(volume.image[0].select(slice_axis, index))
             maps.append(None if label is None else label.select(slice_axis, index))
             names.append(f"{volume.name}:{index}" if depth > 1 else volume.name)
-    if len(images) < 2:
+    if len(images) < MIN_IMAGES:
         raise MedsynthError(f"{folder}: {len(images)} usable {'slices' if spatial_dims == 2 else 'volumes'} "
-                            f"(foreground >= {min_foreground}); the metrics need at least 2")
+                            f"(foreground >= {min_foreground}); KID's interval needs at least {MIN_IMAGES}")
     shape = shape or common_shape(images)
     stacked_labels = None if any(m is None for m in maps) else stack_images(maps, shape).round().long()
     return ImageSet(stack_images(images, shape), stacked_labels, names)
@@ -103,9 +111,10 @@ def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str
 
     Args:
         labels, synth_labels: label maps of the real and synthetic images (intensity distance per class;
-            the feature network learns to segment them).
-        train_dir, train_labels: the generator's real training data, for the memorization check and to train
-            the feature network (default: ``real_dir``).
+            the feature network learns to segment them; memorization on condition residuals).
+        train_dir, train_labels: the generator's real training data: the memorization check's reference
+            and realism's "real training" row; the feature network is trained on it (default: ``real_dir``,
+            and then memorization is not measured).
         features: a TorchScript feature extractor or a saved medsynth feature network; default: train one.
     Returns:
         The path of ``report.html``.
@@ -120,26 +129,37 @@ def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str
     real = load_image_set(real_dir, labels, spatial_dims=spatial_dims)
     shape = tuple(real.images.shape[2:])
     synthetic = load_image_set(synth_dir, synth_labels, spatial_dims=spatial_dims, shape=shape)
-    train = real if train_dir is None else load_image_set(train_dir, train_labels, spatial_dims=spatial_dims,
-                                                           shape=shape)
+    train = None if train_dir is None else load_image_set(train_dir, train_labels, spatial_dims=spatial_dims,
+                                                          shape=shape)
+    reference = train or real
     extractor = load_feature_extractor(features, target) if features else None
     out = prepare_output_dir(out, *inputs)
-    classes = int(max(int(s.labels.max()) for s in (real, synthetic, train) if s.labels is not None) + 1) \
-        if train.labels is not None else 0
+    classes = int(max(int(s.labels.max()) for s in (real, synthetic, reference) if s.labels is not None) + 1) \
+        if reference.labels is not None else 0
     if extractor is None:
-        extractor = train_feature_network(list(train.images), None if train.labels is None else list(train.labels),
+        extractor = train_feature_network(list(reference.images),
+                                          None if reference.labels is None else list(reference.labels),
                                           num_classes=classes, steps=feature_steps, device=target, progress=progress)
     class_names = ["background"] + [f"label_{k}" for k in range(1, classes)] if classes else None
-    metrics = realism_metrics(real, synthetic, extractor, class_names=class_names)
-    metrics["memorization"] = memorization_check(train, synthetic)
+    metrics = {"n_real": len(real), "n_synthetic": len(synthetic),
+               "realism": measure.realism(build_feature_spaces(extractor, spatial_dims), real, train,
+                                          {"synthetic": synthetic}),
+               "ms_ssim": {"synthetic": diversity(synthetic.images), "real": diversity(real.images)},
+               "intensity_wasserstein": intensity_distances(real, synthetic, class_names)}
+    calibrated = None
+    if train is None:
+        metrics["memorization"] = {"measured": False, "reason": NO_TRAIN}
+    else:
+        metrics["memorization"], calibrated = measure.memorization(extractor, train, real, synthetic, classes)
     paired = paired_fidelity(real, synthetic)
     if paired:
         metrics["fidelity"] = paired
-    report = {"real": str(real_dir), "synthetic": str(synth_dir), "train": str(train_dir or real_dir),
-              "spatial_dims": spatial_dims, "shape": list(shape), "real_ms_ssim": diversity(real.images),
+    report = {"real": str(real_dir), "synthetic": str(synth_dir),
+              "train": None if train_dir is None else str(train_dir), "spatial_dims": spatial_dims,
+              "shape": list(shape),
               "feature_network": {"description": extractor.description, **extractor.config},
               "metrics": metrics, "seconds": round(time.perf_counter() - began, 1)}
     if not features:
         extractor.save(out / "feature_network")
     write_json(out / "metrics.json", report)
-    return write_validation_report(out, report, real, synthetic, train)
+    return write_validation_report(out, report, real, synthetic, train, calibrated)

@@ -349,8 +349,8 @@ def test_malformed_feature_network_files_are_one_line_errors(tmp_path):
 def test_validate_with_a_malformed_feature_network_writes_nothing(tmp_path):
     from tests.validation.test_validate import write_folder
 
-    real, _ = write_folder(tmp_path / "real", 2, seed=0)
-    synthetic, _ = write_folder(tmp_path / "synthetic", 2, seed=1)
+    real, _ = write_folder(tmp_path / "real", 5, seed=0)
+    synthetic, _ = write_folder(tmp_path / "synthetic", 5, seed=1)
     folder = saved_network(tmp_path / "features")
     (folder / "config.json").write_text(json.dumps({"kind": "medsynth", "spatial_dims": 3, "channels": [16],
                                                     "out_channels": float("nan")}))

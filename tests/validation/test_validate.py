@@ -40,23 +40,51 @@ def test_validate_writes_report_and_reuses_its_feature_network(folders):
     report = json.loads((root / "report" / "metrics.json").read_text())
     metrics = report["metrics"]
     assert set(metrics["intensity_wasserstein"]) == {"all", "background", "label_1", "label_2"}
-    assert metrics["n_real"] > 4 and 0 <= metrics["precision"] <= 1 and metrics["memorization"]["n_train"] > 4
+    assert metrics["n_real"] > 4 and set(metrics["realism"]["spaces"]) == {"trained", "random", "handcrafted"}
+    kid = metrics["realism"]["spaces"]["trained"]["families"]["synthetic"]["kid"]
+    assert kid["ci95"][0] <= kid["value"] <= kid["ci95"][1]
+    assert metrics["memorization"]["measured"] is False and "--train" in metrics["memorization"]["reason"]
     assert "trained locally" in report["feature_network"]["description"]
     page = (root / "report" / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 2 and "near-copies" in page
+    assert page.count("data:image/png;base64,") == 2 and "pass --train" in page
     assert sorted(p.name for p in real.iterdir()) == before  # input untouched
     again = run("validate", real, synthetic, "--out", root / "again", "--features", root / "report" / "feature_network",
                 "--labels", real_labels, "--synth-labels", synthetic_labels, "--device", "cpu")
     assert again.exit_code == 0, again.stderr
-    assert json.loads((root / "again" / "metrics.json").read_text())["metrics"]["fid"] == pytest.approx(metrics["fid"])
+    kid_again = json.loads((root / "again" / "metrics.json").read_text())["metrics"]["realism"]["spaces"]["trained"]
+    assert kid_again["families"]["synthetic"]["kid"]["value"] == pytest.approx(kid["value"])
     assert not (root / "again" / "feature_network").exists()  # reused, not retrained
-    volumes = run("validate", real, synthetic, "--out", root / "volumes", "--dims", 3, "--feature-steps", 1)
+    too_few = run("validate", real, synthetic, "--out", root / "volumes", "--dims", 3, "--feature-steps", 1)
+    assert too_few.exit_code == 1 and "4 usable volumes" in error_line(too_few) and "at least 5" in error_line(too_few)
+    more_real, _ = write_folder(root / "more_real", 6, seed=4)
+    more_synthetic, _ = write_folder(root / "more_synthetic", 5, seed=5)
+    volumes = run("validate", more_real, more_synthetic, "--out", root / "volumes", "--dims", 3, "--feature-steps", 1)
     assert volumes.exit_code == 0, volumes.stderr
     report = json.loads((root / "volumes" / "metrics.json").read_text())
-    assert report["metrics"]["n_real"] == 4 and report["shape"] == [16, 16, 16]
-    wrong = run("validate", real, synthetic, "--out", root / "wrong", "--dims", 3, "--features",
+    assert report["metrics"]["n_real"] == 6 and report["shape"] == [16, 16, 16]
+    wrong = run("validate", more_real, more_synthetic, "--out", root / "wrong", "--dims", 3, "--features",
                 root / "report" / "feature_network")
     assert wrong.exit_code == 1 and "trained on 2D images, given 3D" in error_line(wrong)
+
+
+def test_validate_with_train_flags_a_planted_copy_of_a_training_scan(folders):
+    root, (real, real_labels), _ = folders
+    train, train_labels = write_folder(root / "train", 4, seed=2)
+    synthetic, synthetic_labels = write_folder(root / "honest", 3, seed=3)
+    for folder, source in ((synthetic, train), (synthetic_labels, train_labels)):
+        (folder / "copied.nii.gz").write_bytes((source / "c0.nii.gz").read_bytes())
+    result = run("validate", real, synthetic, "--out", root / "copies", "--labels", real_labels, "--synth-labels",
+                 synthetic_labels, "--train", train, "--train-labels", train_labels, "--feature-steps", 5,
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((root / "copies" / "metrics.json").read_text())
+    memorization = report["metrics"]["memorization"]
+    closest = memorization["features"]["closest"][0]
+    assert "copied.nii.gz" in closest["synthetic"] and closest["distance"] == pytest.approx(0.0, abs=1e-6)
+    assert memorization["features"]["flagged"] >= 1 and "residuals" in memorization
+    spaces = report["metrics"]["realism"]["spaces"]
+    assert "reference" in spaces["trained"]  # the real training images' own KID against REAL_DIR
+    assert (root / "copies" / "figures" / "nearest.png").exists()
 
 
 def test_validate_bad_input_is_a_one_line_error(folders, tmp_path):
