@@ -27,7 +27,7 @@ def validate(
         "--synth-labels", help="Label maps of the synthetic images, e.g. the labels/ of `medsynth augment`.")] = None,
     train: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--train", help="The generator's real training images: memorization is checked against them and the "
-                        "feature network trained on them (default: REAL_DIR, and memorization is not measured).")] = None,
+                        "feature network trained on them (default: REAL_DIR; memorization then not measured).")] = None,
     train_labels: Annotated[Optional[Path], typer.Option(  # noqa: UP045
         "--train-labels", help="Label maps of --train.")] = None,
     features: Annotated[Optional[Path], typer.Option(  # noqa: UP045
