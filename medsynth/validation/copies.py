@@ -10,7 +10,7 @@ import numpy as np
 
 from medsynth.errors import MedsynthError
 from medsynth.training import RunDirectory
-from medsynth.training.dataset import load_volumes, split_volumes
+from medsynth.training.dataset import load_volumes, select_slices, split_volumes
 from medsynth.validation.metrics import memorization
 from medsynth.validation.realism import common_shape, foreground_slices, stack_images
 
@@ -25,14 +25,16 @@ def _slices(volume: np.ndarray, axis: int, label: np.ndarray | None = None) -> l
 
 def near_copy_check(run_dir: str | os.PathLike, threshold: float = 0.5):
     """A copy check for :func:`medsynth.synthesis.augment`: reads the run's real training data (its
-    config's ``data``, its training part) once, and flags an output (model space) whose
-    closest slice (2D models) or volume (3D) lies nearer a training one than ``threshold`` times
-    that training image's distance to its own nearest neighbour. Returns the ratio when flagged.
+    config's ``data``: its training part, cut to ``data.train_slices``) once, and flags an output
+    (model space) whose closest slice (2D models) or volume (3D) lies nearer a training one than
+    ``threshold`` times that training image's distance to its own nearest neighbour. Returns the
+    ratio when flagged.
     """
     if not (math.isfinite(threshold) and threshold > 0):
         raise MedsynthError(f"--copy-threshold {threshold}: must be a positive number")
     config = RunDirectory(run_dir).read_config()
-    train = split_volumes(load_volumes(config.data, config.spatial_dims), config.data)["train"]
+    train = select_slices(split_volumes(load_volumes(config.data, config.spatial_dims), config.data)["train"],
+                          config.data)  # what the model saw: its training part, cut to data.train_slices
     axis = config.data.slice_axis
     if config.spatial_dims == 2:
         images = [s for v in train for s in _slices(v.image[0].numpy(), axis,

@@ -182,8 +182,9 @@ def utility_verdicts(result: dict, replicates: int = 2000) -> dict[str, str]:
         ranked = sorted(entries, key=lambda arm: entries[arm]["dice"]["value"], reverse=True)
         best = ranked[0]
         real = entries[REAL_ONLY]
+        seeds = len(result["seeds"])
         words = [f"At {float(fraction):.0%} of the real training pairs ({real['real']} pairs, "
-                 f"{len(result['seeds'])} segmenter seeds), {best} scores the highest mean Dice, "
+                 f"{seeds} segmenter seed{'s' * (seeds != 1)}), {best} scores the highest mean Dice, "
                  f"{_dice(entries[best]['dice'])}."]
         if best != REAL_ONLY:
             difference = entries[best]["difference"]
