@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from medsynth.validation.compare_report import headline_table
 from medsynth.validation.fidelity import REGIONS
 from medsynth.validation.statistics import bootstrap, paired_difference, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "benchmarks" / "results" / "restoration"
+COMPARISONS = ROOT / "benchmarks" / "results"  # compare_<config>.json, written by benchmarks/compare.py
 DOC = ROOT / "docs" / "results.md"
 JOBS = {"denoise": "Denoising (Rician noise, sigma = 5% of the range)",
         "super_resolve": "Super-resolution (thick axial slices to the fine grid)"}
@@ -63,6 +65,34 @@ commit, date, package versions, CPU, core count, config hash and seed that produ
 
 def load_records(folder: Path = RECORDS) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(folder.glob("*/*_seed*.json"))]
+
+
+def load_comparisons(folder: Path = COMPARISONS) -> dict[str, dict]:
+    """``compare_<config>.json`` records by config name (the ``metrics.json`` of ``medsynth compare``)."""
+    return {path.stem: json.loads(path.read_text())
+            for path in sorted(folder.glob("compare_*.json"))}
+
+
+def comparison_section(name: str, report: dict) -> list[str]:
+    """The headline figures with 95% intervals, the verdicts and the budget of one comparison record."""
+    out = [f"## Diffusion vs GAN: `configs/{name}.yaml`\n"]
+    if "provenance" not in report:
+        return out + ["This record predates provenance (no commit, date or machine): no figure is shown from "
+                      "it. Rerun `python benchmarks/compare.py`.\n"]
+    data = report["data"]
+    out.append(f"{data['train_slices']} real training slices and {data['held_out_slices']} held-out slices of the "
+               f"same template; {len(report['config']['utility']['seeds'])} segmenter seeds; generators trained "
+               f"per real fraction ({', '.join(data['fractions'])}). Values are means with 95% intervals; "
+               "what each figure can and cannot show: [report.md](report.md).\n")
+    header, rows = headline_table(report)
+    out.append("| " + " | ".join(header) + " |")
+    out.append("|" + "---|" * len(header))
+    out.extend("| " + " | ".join(row) + " |" for row in rows)
+    out.append("\n**Verdicts** (as the report words them):\n")
+    out.extend(f"- **{question}.** {text}" for question, text in report["verdicts"].items())
+    out.append(f"\nBudget: {report['budget']['statement']}.\n")
+    out.append(provenance_line([report]) + f" Wall time {report['seconds'] / 60:.0f} min.\n")
+    return out
 
 
 def _matrix(records: list[dict], metric: str) -> tuple[np.ndarray, list[int]]:
@@ -176,7 +206,7 @@ def provenance_line(records: list[dict]) -> str:
             f"{'; '.join(machines)}; torch {', '.join(torch_versions)}.")
 
 
-def render(records: list[dict]) -> str:
+def render(records: list[dict], comparisons: dict[str, dict] | None = None) -> str:
     test = [r for r in records if r["part"] == "test"]
     validation = [r for r in records if r["part"] == "validation"]
     out = [HEADER.format(psnr=REGIONS["psnr"], ssim=REGIONS["ssim"])]
@@ -206,14 +236,16 @@ def render(records: list[dict]) -> str:
         out.append("## Not yet measured under this protocol\n")
         out.append("Shipped CPU restoration configs with no test record: " + ", ".join(f"`{m}`" for m in missing)
                    + ". No figure is claimed for them.\n")
+    for name, report in (comparisons or {}).items():
+        out.extend(comparison_section(name, report))
     return "\n".join(out).rstrip() + "\n"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/results.md differs from the records")
-    args = parser.parse_args()
-    text = render(load_records())
+    args = parser.parse_args(argv)
+    text = render(load_records(), load_comparisons())
     if args.check:
         current = DOC.read_text() if DOC.exists() else ""
         if current != text:

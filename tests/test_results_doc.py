@@ -6,7 +6,7 @@ from benchmarks import results_doc
 
 
 def test_results_doc_matches_the_records():
-    expected = results_doc.render(results_doc.load_records())
+    expected = results_doc.render(results_doc.load_records(), results_doc.load_comparisons())
     assert results_doc.DOC.read_text() == expected, "out of date: run python benchmarks/results_doc.py"
 
 

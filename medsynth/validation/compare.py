@@ -53,6 +53,7 @@ from medsynth.validation.compare_summary import headline, verdicts
 from medsynth.validation.feature_spaces import build_feature_spaces
 from medsynth.validation.features import FeatureExtractor, load_feature_extractor, train_feature_network
 from medsynth.validation.mask_fidelity import label_fidelity, real_segmenters
+from medsynth.validation.provenance import provenance
 from medsynth.validation.realism import ImageSet, intensity_distances
 from medsynth.validation.utility import REAL_ONLY, real_subset
 from medsynth.validation.utility_study import SyntheticPairs, utility_experiment, utility_verdicts
@@ -234,5 +235,7 @@ def compare(config: CompareConfig | str | os.PathLike, out: str | os.PathLike, *
     report["verdicts"] = verdicts(report)
     report["headline"] = headline(report)
     report["seconds"] = round(time.perf_counter() - began, 1)
+    report["provenance"] = provenance(config=to_dict(config), seeds=list(utility_config.seeds),
+                                      seconds=report["seconds"])
     write_json(out / "metrics.json", report)
     return write_compare_report(out, report, train, held, shown)

@@ -67,6 +67,9 @@ def test_compare_trains_a_generator_per_fraction_on_the_segmenters_slices(compar
     gan = utility["arms"]["gan"]["0.1"]
     assert gan["synthetic"] == 3 and gan["generator_trained_on"] == 3
     assert set(utility["verdicts"]) == {"0.1", "1"}
+    block = report["provenance"]  # what every results record carries
+    assert block["seeds"] == report["config"]["utility"]["seeds"] and len(block["config_hash"]) == 16
+    assert block["cores"] >= 1 and block["packages"]["torch"] and block["seconds"] == report["seconds"]
 
 
 def test_compare_reports_every_question_with_intervals(compared):
@@ -164,3 +167,14 @@ def test_compare_defaults_use_five_segmenter_seeds():
 
     assert len(UtilityConfig().seeds) >= 5
     assert len(load_compare_config("configs/compare_2d.yaml").utility.seeds) >= 5
+
+
+def test_a_compare_record_renders_into_the_results_page(compared):
+    from benchmarks import results_doc
+
+    report = json.loads((compared / "report" / "metrics.json").read_text())
+    section = "\n".join(results_doc.comparison_section("compare_tiny", report))
+    assert "`configs/compare_tiny.yaml`" in section and "KID, trained features" in section
+    assert all(text in section for text in report["verdicts"].values()) and report["budget"]["statement"] in section
+    report.pop("provenance")
+    assert "no figure is shown" in "\n".join(results_doc.comparison_section("compare_tiny", report))
