@@ -177,9 +177,11 @@ def write_validation_report(out: Path, report: dict, real: ImageSet, synthetic: 
     if calibrated is None:
         rows.append(["copies of training images", "—", memorization["reason"]])
     for space, result in (calibrated or {}).items():
-        share = memorization[space]["share"]
+        share, inside = memorization[space]["share"], memorization[space]["held_out_in_training"]
+        warning = (f" WARNING: {inside} of REAL_DIR's images are identical to training images, so the calibration "
+                   "is void; give real images the generator never trained on." if inside else "")
         rows.append([f"share flagged as copies ({result.space})",
-                     f"{share['flagged']} of {share['n']}: {_interval(share)}", result.rule])
+                     f"{share['flagged']} of {share['n']}: {_interval(share)}", result.rule + warning])
     figures = out / "figures"
     paths = {"Real and synthetic images": grid_figure({"real": real, "synthetic": synthetic}, figures / "samples.png"),
              "Realism: KID per feature space, 95% intervals": realism_figure(m["realism"], figures / "kid.png")}

@@ -124,6 +124,9 @@ def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str
     check_validate_options(spatial_dims, feature_steps)
     inputs = (real_dir, synth_dir, labels, synth_labels, train_dir, train_labels, features)
     check_separate(out, inputs, "report folder")
+    if train_dir is not None and Path(train_dir).resolve() == Path(real_dir).resolve():
+        raise MedsynthError(f"--train {train_dir}: the same folder as REAL_DIR; memorization is calibrated on real "
+                            "images held out from training, so leave --train out or give the training folder")
     target = resolve_device(device)
     began = time.perf_counter()
     real = load_image_set(real_dir, labels, spatial_dims=spatial_dims)

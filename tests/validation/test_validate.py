@@ -82,6 +82,7 @@ def test_validate_with_train_flags_a_planted_copy_of_a_training_scan(folders):
     closest = memorization["features"]["closest"][0]
     assert "copied.nii.gz" in closest["synthetic"] and closest["distance"] == pytest.approx(0.0, abs=1e-6)
     assert memorization["features"]["flagged"] >= 1 and "residuals" in memorization
+    assert memorization["features"]["held_out_in_training"] == 0
     spaces = report["metrics"]["realism"]["spaces"]
     assert "reference" in spaces["trained"]  # the real training images' own KID against REAL_DIR
     assert (root / "copies" / "figures" / "nearest.png").exists()
@@ -96,6 +97,8 @@ def test_validate_bad_input_is_a_one_line_error(folders, tmp_path):
     assert result.exit_code == 1 and "inside the input" in error_line(result) and not (real / "report").exists()
     result = run("validate", real, synthetic, "--out", tmp_path / "out", "--features", tmp_path / "nothing.pt")
     assert result.exit_code == 1 and "nothing.pt: no such feature network" in error_line(result)
+    result = run("validate", real, synthetic, "--out", tmp_path / "out", "--train", real)
+    assert result.exit_code == 1 and "the same folder as REAL_DIR" in error_line(result)
     result = run("validate", real, synthetic, "--out", tmp_path / "out", "--dims", 4)
     assert result.exit_code == 1 and "--dims 4" in error_line(result)
 
