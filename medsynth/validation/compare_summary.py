@@ -122,7 +122,8 @@ def fidelity_verdict(fidelity: dict) -> str:
 
 
 def cost_verdict(models: dict, budget: dict) -> str:
-    words = [f"{name}: {m['network_evaluations']} network evaluations per image ({m['sampler']}), "
+    words = [f"{name}: {m['network_evaluations']} network evaluation{'s' * (m['network_evaluations'] != 1)} per "
+             f"image ({m['sampler']}), "
              f"{m['images_per_second']:.3g} images/s" for name, m in models.items()]
     return "; ".join(words) + f". {budget['statement'][0].upper()}{budget['statement'][1:]}."
 
