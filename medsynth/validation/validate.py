@@ -67,7 +67,8 @@ def load_image_set(folder: str | os.PathLike, labels: str | os.PathLike | None =
             names.append(f"{volume.name}:{index}" if depth > 1 else volume.name)
     if len(images) < MIN_IMAGES:
         raise MedsynthError(f"{folder}: {len(images)} usable {'slices' if spatial_dims == 2 else 'volumes'} "
-                            f"(foreground >= {min_foreground}); KID's interval needs at least {MIN_IMAGES}")
+                            f"(foreground >= {min_foreground}); the measures need at least {MIN_IMAGES} "
+                            "(KID's bootstrap interval)")
     shape = shape or common_shape(images)
     stacked_labels = None if any(m is None for m in maps) else stack_images(maps, shape).round().long()
     return ImageSet(stack_images(images, shape), stacked_labels, names)
