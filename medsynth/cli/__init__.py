@@ -25,6 +25,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from medsynth import __version__
+
+        typer.echo(f"medsynth {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                          help="Print medsynth's version (the package metadata's) and exit.")) -> None:
+    """Medical image synthesis with diffusion models and conditional GANs, built on MONAI."""
+
+
 app.command()(info)
 app.command()(convert)
 app.command("sample-data")(sample_data)

@@ -35,6 +35,13 @@ def test_help_lists_every_command():
         assert name in result.stdout
 
 
+def test_version_is_the_package_version():
+    from medsynth import __version__
+
+    result = run("--version")
+    assert result.exit_code == 0 and result.stdout.strip() == f"medsynth {__version__}"
+
+
 def test_info_json():
     result = run("info", "--json")
     assert result.exit_code == 0
