@@ -74,7 +74,8 @@ def load_comparisons(folder: Path = COMPARISONS) -> dict[str, dict]:
 
 
 def comparison_section(name: str, report: dict) -> list[str]:
-    """The headline figures with 95% intervals, the verdicts and the budget of one comparison record."""
+    """The headline figures with 95% intervals and the verdicts (the costs one states the budget) of one
+    comparison record."""
     out = [f"## Diffusion vs GAN: `configs/{name}.yaml`\n"]
     if "provenance" not in report:
         return out + ["This record predates provenance (no commit, date or machine): no figure is shown from "
@@ -90,8 +91,11 @@ def comparison_section(name: str, report: dict) -> list[str]:
     out.extend("| " + " | ".join(row) + " |" for row in rows)
     out.append("\n**Verdicts** (as the report words them):\n")
     out.extend(f"- **{question}.** {text}" for question, text in report["verdicts"].items())
-    out.append(f"\nBudget: {report['budget']['statement']}.\n")
-    out.append(provenance_line([report]) + f" Wall time {report['seconds'] / 60:.0f} min.\n")
+    figure = COMPARISONS / f"{name}_samples.png"
+    if figure.exists():
+        out.append(f"\nSamples of each family beside real slices (the run's `figures/samples.png`):\n\n"
+                   f"![samples](../benchmarks/results/{figure.name})\n")
+    out.append("\n" + provenance_line([report]) + f" Wall time {report['seconds'] / 60:.0f} min.\n")
     return out
 
 
