@@ -285,9 +285,13 @@ def is_bookkeeping(path: Path) -> bool:
     return path.name == LOCK_NAME or is_leftover(path)
 
 
-def remove_leftovers(folder: str | os.PathLike) -> int:
-    """Delete ``atomic_path`` temporaries that a killed process left in ``folder``; returns how many."""
-    leftovers = [p for p in Path(folder).glob(".*") if is_leftover(p)] if Path(folder).is_dir() else []
+def remove_leftovers(folder: str | os.PathLike, recursive: bool = False) -> int:
+    """Delete ``atomic_path`` temporaries that a killed process left in ``folder`` (and its subfolders
+    if ``recursive``; symlinked folders are not entered); returns how many."""
+    if not Path(folder).is_dir():
+        return 0
+    folders = [Path(root) for root, _, _ in os.walk(folder)] if recursive else [Path(folder)]
+    leftovers = [p for f in folders for p in f.glob(".*") if is_leftover(p)]
     for path in leftovers:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -22,6 +22,7 @@ from medsynth.io.files import (
     check_regular_file,
     csv_line,
     read_text_file,
+    remove_leftovers,
     write_datalist,
     write_json,
 )
@@ -108,8 +109,10 @@ class OutputRecord:
 
     def finish(self) -> None:
         """Fold every partial manifest of a distributed run in, rewrite ``manifest.csv`` sorted, and
-        write the datalist (``dataset.json``) of every recorded output."""
+        write the datalist (``dataset.json``) of every recorded output. Temporaries that killed
+        earlier runs left in the folder are deleted."""
         self.part = None
+        remove_leftovers(self.folder, recursive=True)
         parts = sorted(self.folder.glob(".manifest.*.csv"))
         for path in parts:
             self._read(path)

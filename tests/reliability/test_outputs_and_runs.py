@@ -325,6 +325,19 @@ def test_a_manifest_cut_mid_row_is_read_without_the_cut_row(tmp_path):
     assert record.done("images/a.nii.gz") and not record.done("images/b.nii.gz")
 
 
+def test_finishing_deletes_the_temporaries_of_a_killed_run_and_nothing_else(tmp_path):
+    (tmp_path / "images").mkdir()
+    leftover = tmp_path / "images" / ".s1_syn000.nii.gz.tmp-ov4pp3xa.nii.gz"  # a kill between write and rename
+    leftover.write_bytes(b"half")
+    kept = [tmp_path / "images" / "a.nii.gz", tmp_path / "images" / ".hidden", tmp_path / "notes.tmp-1"]
+    for path in kept:
+        path.write_bytes(b"")
+    record = outputs.OutputRecord(tmp_path, {"seed": 0}, "test")
+    record.add({"output": "images/a.nii.gz", "seed": 0})
+    record.finish()
+    assert not leftover.exists() and all(p.exists() for p in kept)
+
+
 def test_metrics_json_is_strict(tmp_path):
     write_json(tmp_path / "m.json", {"fid": math.nan, "kid": [math.inf, 1.0], "n": 3})
     text = (tmp_path / "m.json").read_text()
