@@ -343,13 +343,15 @@ def main() -> None:
     parser.add_argument("--part", choices=["validation", "test"], required=True)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench"))
     parser.add_argument("--results", type=Path, default=RESULTS, help="where records go (a smoke test: elsewhere)")
+    parser.add_argument("--skip-baselines", action="store_true",
+                        help="score the models only (another process scores the baselines of this part)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="config override for a smoke test, e.g. train.steps=2 (records say so: config hash)")
     args = parser.parse_args()
     for job in args.jobs:
         if args.part == "test" and not choices(job, args.dims, args.results, "sampling"):
             raise SystemExit(f"{job} {args.dims}D: nothing chosen on validation; run --part validation first")
-        for seed in args.seeds:
+        for seed in [] if args.skip_baselines else args.seeds:
             evaluate_baselines(job, args.dims, seed, args.part, CONFIGS / f"{job}_{args.dims}d_{args.families[0]}.yaml",
                                args.results)
         for family in args.families:
