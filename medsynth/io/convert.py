@@ -9,8 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
-from tqdm.auto import tqdm
-
 from medsynth.errors import MedsynthError, display
 from medsynth.io.dicom_write import write_dicom_series
 from medsynth.io.discovery import find_images
@@ -24,6 +22,7 @@ from medsynth.io.files import (
 )
 from medsynth.io.nifti import write_nifti
 from medsynth.io.pairing import check_label, pair_labels
+from medsynth.progress import progress as show_progress
 
 log = logging.getLogger("medsynth")
 OutputFormat = Literal["nifti", "dicom"]
@@ -81,7 +80,7 @@ def convert(
     with folder_lock(out, "output folder"):  # two converts into one folder would mix their datalists
         staging = Path(tempfile.mkdtemp(prefix=".medsynth-staging-", dir=out))
         try:
-            for source, label_source in tqdm(pairs, desc="convert", unit="image", disable=not progress or None):
+            for source, label_source in show_progress(pairs, desc="convert", unit="image", enabled=progress):
                 try:
                     image = source.read()
                     label = check_label(label_source.read(), image) if label_source is not None else None

@@ -146,6 +146,8 @@ class Synthesizer(Protocol):
 
     family: str
     spatial_dims: int
+    #: the losses a progress bar shows (of those ``training_step`` returns; NaN ones are skipped)
+    progress_losses: tuple[str, ...]
 
     @property
     def sampler_config(self) -> Any:

@@ -99,6 +99,7 @@ class DiffusionSynthesizer(nn.Module):
     """
 
     family = "diffusion"
+    progress_losses = ("loss",)
 
     def __init__(self, spatial_dims: int, condition_channels: int, config: DiffusionConfig) -> None:
         super().__init__()

@@ -189,6 +189,7 @@ class GANSynthesizer(nn.Module):
     """
 
     family = "gan"
+    progress_losses = ("loss_g", "loss_d")
 
     def __init__(self, spatial_dims: int, condition_channels: int, config: GANConfig) -> None:
         super().__init__()

@@ -145,6 +145,7 @@ class LatentDiffusionSynthesizer(nn.Module):
     """
 
     family = "latent_diffusion"
+    progress_losses = ("loss_ae", "loss")  # autoencoder stage, then diffusion stage
 
     def __init__(self, spatial_dims: int, condition_channels: int, config: LatentDiffusionConfig) -> None:
         super().__init__()

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from medsynth.errors import MedsynthError, check_count, display
 from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
@@ -42,6 +41,7 @@ from medsynth.io.files import (
     prepare_output_dir,
 )
 from medsynth.io.pairing import check_label, pair_labels
+from medsynth.progress import progress as show_progress
 from medsynth.synthesis.apply import (
     MAX_BATCH,
     TrainedModel,
@@ -177,7 +177,7 @@ def augment(
         if len(todo) < len(mine):
             log.info("%d of %d outputs already done in %s; skipping them", len(mine) - len(todo), len(mine),
                      display(output_dir))
-        bar = tqdm(todo, desc="augment", unit="image", disable=not progress or None, dynamic_ncols=True)
+        bar = show_progress(todo, desc="augment", unit="image", enabled=progress)
         cached: tuple[ImageSource | None, MedicalImage | None] = (None, None)
         try:
             for task in bar:

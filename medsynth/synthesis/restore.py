@@ -16,13 +16,13 @@ import os
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from medsynth.data import interpolate_slabs
 from medsynth.errors import MedsynthError, check_count, display
 from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
 from medsynth.io.files import check_separate, folder_lock, inside_output, is_nifti, nifti_stem, prepare_output_dir
 from medsynth.io.image import MAX_VOXELS
+from medsynth.progress import progress as show_progress
 from medsynth.synthesis.apply import (
     MAX_BATCH,
     TrainedModel,
@@ -89,8 +89,8 @@ def restore(
     written = []
     lock = contextlib.nullcontext() if single_file else folder_lock(output_path, "output folder")
     with lock:  # two runs into one folder would leave a mix of both
-        for source, target in tqdm(list(zip(sources, targets, strict=True)), desc=job.replace("_", "-"), unit="image",
-                                   disable=not progress or None):
+        for source, target in show_progress(list(zip(sources, targets, strict=True)), desc=job.replace("_", "-"),
+                                            unit="image", enabled=progress):
             image = source.read()
             result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
                                   batch_size=batch_size, factor=factor, options=options)

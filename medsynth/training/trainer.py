@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from medsynth.errors import MedsynthError, display
 from medsynth.io.files import check_no_escape, check_separate, is_bookkeeping, remove_leftovers
 from medsynth.models import StepContext, Synthesizer, build_synthesizer
+from medsynth.progress import progress
 from medsynth.training.dataset import PatchSampler, Volume, make_condition, training_sources
 from medsynth.training.distributed import Ranks
 from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
@@ -321,8 +321,9 @@ class Trainer:
                               ranks.world_size)
         share = ranks.share(train.batch_size)
         began = time.perf_counter()
-        bar = tqdm(range(start_step, train.steps), initial=start_step, total=train.steps, desc="train",
-                   unit="step", disable=not self.progress or None, dynamic_ncols=True)
+        bar = progress(range(start_step, train.steps), initial=start_step, total=train.steps, desc="train",
+                       unit="step", enabled=self.progress)
+        shown = self.model.progress_losses
         with _stop_on_interrupt() as stop:
             try:
                 for step in bar:
@@ -334,6 +335,8 @@ class Trainer:
                     for scheduler in self.schedulers.values():
                         scheduler.step()
                     self.ema.update(step)
+                    bar.set_postfix({k: f"{losses[k]:.4f}" for k in shown if math.isfinite(losses.get(k, math.nan))},
+                                    refresh=False)
                     done = step + 1
                     seconds = elapsed_before + time.perf_counter() - began
                     if done % train.log_every == 0 or done == train.steps:
@@ -341,7 +344,6 @@ class Trainer:
                         lr = next(iter(self.optimizers.values())).param_groups[0]["lr"]
                         if main:
                             self.run.append_log({"step": done, **losses, "lr": lr, "seconds": round(seconds, 3)})
-                        bar.set_postfix({k: f"{v:.4f}" for k, v in losses.items() if "loss" in k})
                     saved = done % train.checkpoint_every == 0 or done == train.steps
                     if saved and main:
                         self._save(done, seconds)

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from medsynth.errors import MedsynthError
+from medsynth.progress import progress as show_progress
 from medsynth.synthesis.apply import TrainedModel, output_seed
 from medsynth.synthesis.labels import deform_label
 from medsynth.training.dataset import load_volumes, split_volumes
@@ -93,7 +93,7 @@ def sample_images(trained: TrainedModel, labels: torch.Tensor, seeds: list[int],
     out = []
     began = time.perf_counter()
     with torch.no_grad():
-        for start in tqdm(range(0, len(labels), batch_size), desc=desc, leave=False, disable=not progress):
+        for start in show_progress(range(0, len(labels), batch_size), desc=desc, leave=False, enabled=progress):
             condition = F.one_hot(labels[start:start + batch_size, 0].long(), classes).movedim(-1, 1).float()
             out.append(trained.model.sample(condition.to(trained.device), seed=seeds[start], **options)
                        .float().cpu().clamp(0, 1))

@@ -34,11 +34,11 @@ from monai.transforms import ResizeWithPadOrCrop
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
-from tqdm.auto import tqdm
 
 from medsynth.config import check_range, from_dict, to_dict
 from medsynth.errors import MedsynthError, describe, display, short, shown
 from medsynth.io.files import atomic_path, check_regular_file, read_text_file, write_json
+from medsynth.progress import progress as show_progress
 
 log = logging.getLogger("medsynth")
 
@@ -125,7 +125,7 @@ def train_feature_network(images: list[torch.Tensor], labels: list[torch.Tensor]
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     began = time.perf_counter()
     losses = []
-    for _ in tqdm(range(steps), desc="feature network", disable=not progress, leave=False):
+    for _ in show_progress(range(steps), desc="feature network", unit="step", enabled=progress, leave=False):
         x, y = _random_patches(images, labels if segment else None, patch, batch_size, generator)
         x = x.to(device)
         if segment:

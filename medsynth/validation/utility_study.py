@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from medsynth.progress import progress as show_progress
 from medsynth.validation.realism import ImageSet
 from medsynth.validation.statistics import bootstrap, paired_difference, verdict
 from medsynth.validation.utility import REAL_ONLY, Draw, draw_from, per_image_dice, real_subset, train_segmenter
@@ -135,8 +135,8 @@ def utility_experiment(train: ImageSet, held: ImageSet, synthetic: Mapping[str, 
     scores: dict[tuple[str, float], list[np.ndarray]] = {}
     began = time.perf_counter()
     runs = [(plan, seed) for plan in plans for seed in seeds]
-    for (arm, fraction, real, draw, _), seed in tqdm(runs, desc="segmentation utility", disable=not progress,
-                                                     leave=False):
+    for (arm, fraction, real, draw, _), seed in show_progress(runs, desc="segmentation utility", unit="run",
+                                                              enabled=progress, leave=False):
         network = train_segmenter(real, draw, num_classes=num_classes, steps=steps, seed=seed, ratio=ratio,
                                   device=device)
         scores.setdefault((arm, fraction), []).append(per_image_dice(network, held, num_classes))
