@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import reprlib
 from typing import Any
 
@@ -16,9 +17,18 @@ class MedsynthError(Exception):
 
 
 def describe(err: BaseException, limit: int = 200) -> str:
-    """The first line of a third-party exception, for use inside a one-line error."""
+    """The first line of a third-party exception, for use inside a one-line error: whole sentences
+    up to ``limit`` characters, or the first sentence cut at a word and marked with an ellipsis."""
     text = str(err).strip()
-    return (text.splitlines()[0] if text else type(err).__name__)[:limit]
+    line = text.splitlines()[0].strip() if text else type(err).__name__
+    if len(line) <= limit:
+        return line
+    kept = ""
+    for sentence in re.split(r"(?<=[.!?])\s+", line):
+        if len(kept) + len(sentence) + 1 > limit:
+            break
+        kept = f"{kept} {sentence}".strip()
+    return kept or line[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def check_count(option: str, value: int, maximum: int) -> int:

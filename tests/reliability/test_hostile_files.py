@@ -388,3 +388,13 @@ def test_mutated_deflated_dicom_and_nifti_extensions_read_or_fail_cleanly(tmp_pa
                 assert "\n" not in str(err)
                 outcomes["error"] += 1
     assert outcomes["read"] and outcomes["error"]
+
+
+def test_a_long_third_party_error_is_never_cut_mid_sentence():
+    from medsynth.errors import describe
+
+    long = RuntimeError("reading failed: not a ZIP archive. This is an internal error. " + "Words " * 60 + "end.\nmore")
+    assert describe(long) == "reading failed: not a ZIP archive. This is an internal error."
+    one_sentence = describe(RuntimeError("word " * 100))
+    assert one_sentence.endswith("word …") and len(one_sentence) <= 202
+    assert describe(ValueError()) == "ValueError" and describe(OSError("short")) == "short"
