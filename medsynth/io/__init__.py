@@ -2,7 +2,7 @@
 
 from medsynth.io.dicom_read import DicomSeries, read_dicom_series, scan_dicom
 from medsynth.io.dicom_write import write_dicom_series
-from medsynth.io.discovery import ImageSource, find_images, read_image
+from medsynth.io.discovery import ImageSource, find_images, find_input_images, read_image
 from medsynth.io.image import MedicalImage
 from medsynth.io.nifti import read_nifti, write_nifti
 
@@ -11,6 +11,7 @@ __all__ = [
     "ImageSource",
     "MedicalImage",
     "find_images",
+    "find_input_images",
     "read_dicom_series",
     "read_image",
     "read_nifti",

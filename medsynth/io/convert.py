@@ -11,12 +11,11 @@ from typing import Literal
 
 from medsynth.errors import MedsynthError, display
 from medsynth.io.dicom_write import write_dicom_series
-from medsynth.io.discovery import find_images
+from medsynth.io.discovery import find_input_images
 from medsynth.io.files import (
     check_separate,
     folder_lock,
     inside_output,
-    is_inside,
     prepare_output_dir,
     write_datalist,
 )
@@ -67,12 +66,7 @@ def convert(
         raise MedsynthError(f"unknown output format {output_format!r}; use 'nifti' or 'dicom'")
     input_path = Path(input_path)
     check_separate(output_dir, [input_path, labels_path], "output folder")
-    sources = find_images(input_path)
-    if labels_path is not None and is_inside(labels_path, input_path):  # labels kept inside the images folder
-        sources = [s for s in sources if not is_inside(s.path, labels_path)]
-        if not sources:
-            raise MedsynthError(f"{display(input_path)}: holds no image outside the labels folder "
-                                f"{display(labels_path)}")
+    sources = find_input_images(input_path, labels_path)
     pairs = pair_labels(sources, labels_path) if labels_path is not None else [(s, None) for s in sources]
     out = prepare_output_dir(output_dir, input_path, labels_path)
     input_root = input_path if input_path.is_dir() else input_path.parent

@@ -7,9 +7,17 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from medsynth.errors import MedsynthError
+from medsynth.errors import MedsynthError, display
 from medsynth.io.dicom_read import DicomSeries, read_dicom_series, scan_dicom
-from medsynth.io.files import check_regular_file, file_problem, is_nifti, nifti_stem, safe_name, unique_names
+from medsynth.io.files import (
+    check_regular_file,
+    file_problem,
+    is_inside,
+    is_nifti,
+    nifti_stem,
+    safe_name,
+    unique_names,
+)
 from medsynth.io.image import MedicalImage
 from medsynth.io.nifti import read_nifti
 
@@ -104,6 +112,36 @@ def find_images(path: str | os.PathLike) -> list[ImageSource]:
         raise MedsynthError(f"{root}: no NIfTI file or DICOM image series found ({len(files)} other files)")
     names = unique_names([safe_name(name) for name, _, _ in candidates])
     return [ImageSource(name, p, series) for name, (_, p, series) in zip(names, candidates, strict=True)]
+
+
+#: folder names that hold label maps by convention (MONAI/nnU-Net datasets, medsynth's sample data)
+LABEL_FOLDERS = frozenset({"labels", "label", "labelstr", "labelsts", "masks", "mask", "segmentations", "seg"})
+
+
+def find_input_images(path: str | os.PathLike, labels: str | os.PathLike | None = None) -> list[ImageSource]:
+    """The images under ``path`` (:func:`find_images`) that a command reads as images: never the
+    label maps. Files inside ``labels`` (a labels folder kept inside ``path``) are left out.
+
+    Raises:
+        MedsynthError: as :func:`find_images`; also when ``path`` holds a folder of label maps by
+            name (``labels``, ``masks``, ...; :data:`LABEL_FOLDERS`) that is not ``labels``, so that
+            label maps are never read, converted or restored as images, or when nothing but labels is found.
+    """
+    sources = find_images(path)
+    if labels is not None and is_inside(labels, path):
+        sources = [s for s in sources if not is_inside(s.path, labels)]
+        if not sources:
+            raise MedsynthError(f"{display(path)}: holds no image outside the labels folder {display(labels)}")
+    root = Path(path)
+    for source in sources if root.is_dir() else []:
+        relative = source.path.relative_to(root)
+        folders = relative.parts if source.path.is_dir() else relative.parts[:-1]
+        named = [k for k, part in enumerate(folders) if part.lower() in LABEL_FOLDERS]
+        if named:
+            where = root.joinpath(*folders[:named[0] + 1])
+            raise MedsynthError(f"{display(where)}: a folder of label maps inside {display(path)}; pass it with "
+                                "--labels (or give a folder of images only), so labels are not read as images")
+    return sources
 
 
 def read_image(path: str | os.PathLike) -> MedicalImage:

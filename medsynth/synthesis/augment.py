@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.errors import MedsynthError, check_count, display
-from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
+from medsynth.io import ImageSource, MedicalImage, find_input_images, write_dicom_series, write_nifti
 from medsynth.io.files import (
     LOCK_NAME,
     append_line,
@@ -37,7 +37,6 @@ from medsynth.io.files import (
     csv_line,
     folder_lock,
     inside_output,
-    is_inside,
     prepare_output_dir,
 )
 from medsynth.io.pairing import check_label, pair_labels
@@ -135,11 +134,7 @@ def augment(
     if count is not None and (conditional or strength is not None):
         raise MedsynthError("--count applies to unconditional models; this model makes --per-image outputs for each "
                             "input" + (" label map" if conditional else " image"))
-    sources = find_images(input_dir)
-    if labels is not None and is_inside(labels, input_dir):  # a labels folder kept inside the images folder
-        sources = [s for s in sources if not is_inside(s.path, labels)]
-        if not sources:
-            raise MedsynthError(f"{display(input_dir)}: holds no image outside the labels folder {display(labels)}")
+    sources = find_input_images(input_dir, labels)
     if conditional and labels is None:
         raise MedsynthError(f"{trained.run_dir}: this model generates from label maps; give them with --labels")
     pairs = pair_labels(sources, labels) if conditional else [(s, None) for s in sources]

@@ -19,7 +19,7 @@ import numpy as np
 
 from medsynth.data import interpolate_slabs
 from medsynth.errors import MedsynthError, check_count, display
-from medsynth.io import ImageSource, MedicalImage, find_images, write_dicom_series, write_nifti
+from medsynth.io import ImageSource, MedicalImage, find_input_images, write_dicom_series, write_nifti
 from medsynth.io.files import check_separate, folder_lock, inside_output, is_nifti, nifti_stem, prepare_output_dir
 from medsynth.io.image import MAX_VOXELS
 from medsynth.progress import progress as show_progress
@@ -70,7 +70,7 @@ def restore(
         check_count("--factor", factor, MAX_FACTOR)
     input_path, output_path = Path(input_path), Path(output_path)
     check_separate(output_path, [input_path])
-    sources = find_images(input_path)
+    sources = find_input_images(input_path)
     single_file = input_path.is_file() and is_nifti(input_path) and is_nifti(output_path)
     if not single_file and is_nifti(output_path):
         raise MedsynthError(f"{display(output_path)}: a NIfTI file name, but {display(input_path)} is a folder or a "

@@ -24,7 +24,7 @@ from medsynth.data import (
 )
 from medsynth.data.intensity import intensity_scaling
 from medsynth.errors import MedsynthError
-from medsynth.io import find_images
+from medsynth.io import find_input_images
 from medsynth.io.monai_reader import to_metatensor
 from medsynth.io.pairing import check_label, pair_labels
 from medsynth.training.experiment import DataConfig, ExperimentConfig, JobConfig
@@ -62,7 +62,7 @@ def load_volumes(data: DataConfig, spatial_dims: int, *, split: bool = True) -> 
         image, label = mni152()
         items = [{"image": image, "label": label, "name": "mni152_t1"}]
     else:
-        sources = find_images(data.images)
+        sources = find_input_images(data.images, data.labels)
         if data.labels:  # each label read once and checked: integer-valued, on its image's grid
             items = []
             for image_source, label_source in pair_labels(sources, data.labels):

@@ -130,6 +130,25 @@ def test_labels_kept_inside_the_images_folder_are_not_read_as_images(tmp_path, m
     assert sorted(p.name for p in (tmp_path / "conv" / "images").iterdir()) == ["s0.nii.gz", "s1.nii.gz"]
 
 
+
+@pytest.mark.parametrize("command", ["convert", "denoise", "augment", "train"])
+def test_a_labels_folder_inside_the_input_is_never_read_as_images(tmp_path, models, command):
+    data = tmp_path / "sample"  # the layout of `medsynth sample-data`: images/ and labels/ side by side
+    small_volume(data / "images" / "a.nii.gz")
+    write_nifti(MedicalImage(np.ones((20, 20, 6), np.uint8), np.eye(4), {}), data / "labels" / "a.nii.gz")
+    before = fingerprint(data)
+    out = tmp_path / "out"
+    options = {"convert": [], "denoise": ["--model", models["denoise"]], "augment": ["--model", models["generate"]],
+               "train": []}[command]
+    if command == "train":
+        result = run("train", tiny_config(tmp_path, 1), "--data", data, "--out", out, "--device", "cpu")
+    else:
+        result = run(command, data, out, *options, "--device", "cpu") if command != "convert" else \
+            run("convert", data, out)
+    line = error_line(result)
+    assert result.exit_code == 1 and str(data / "labels") in line and "--labels" in line
+    assert not out.exists() and fingerprint(data) == before
+
 # run directories ----------------------------------------------------------------------------------
 
 def tiny_config(tmp_path: Path, steps: int, **train) -> Path:
