@@ -33,7 +33,7 @@ def test_the_commands_table_lists_every_option_of_every_command():
     assert set(rows) == set(COMMANDS), "commands missing from (or unknown to) the user guide's table"
     for name, options in COMMANDS.items():
         listed = set(FLAG.findall(rows[name]))
-        assert listed == options, f"{name}: table lacks {sorted(options - listed)}, lists unknown {sorted(listed - options)}"
+        assert listed == options, f"{name}: lacks {sorted(options - listed)}, unknown {sorted(listed - options)}"
 
 
 def documented_invocations() -> list[tuple[str, str, str]]:

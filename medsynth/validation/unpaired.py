@@ -9,7 +9,6 @@ Every headline figure goes to ``metrics.json`` as ``{"value": v, "ci95": [lo, hi
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -138,9 +137,6 @@ def fid_check(real: Features, fake: Features) -> dict:
     valid = n > dims
     reason = "" if valid else (f"N={n} <= D={dims}: covariance rank-deficient (rank <= {n - 1}); "
                                f"biased, needs N >= {dims + 1}")
-    with warnings.catch_warnings():
-        if not valid:  # a singular covariance is the known, reported reason; scipy's warning adds nothing
-            warnings.simplefilter("ignore")
-        value = frechet_distance(x, y)
+    value = frechet_distance(x, y)
     return {"value": value, "valid": valid, "reason": reason, "n_real": len(x),
             "n_synthetic": len(y), "dims": dims}

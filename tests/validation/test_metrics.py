@@ -34,6 +34,16 @@ def test_identical_distributions_score_as_identical():
     assert 0.7 < density < 1.3 and coverage > 0.8
 
 
+def test_frechet_distance_has_its_closed_form_and_copes_with_fewer_images_than_features():
+    # fake = 2 * real + 3: the covariances commute and the formula reduces to
+    # |mu_r - mu_f|^2 + tr(S) + tr(4S) - 2 tr(2S) = |mean(real) + 3|^2 + tr(S)
+    expected = ((REAL.mean(axis=0) + 3) ** 2).sum() + np.trace(np.cov(REAL, rowvar=False))
+    assert frechet_distance(REAL, 2 * REAL + 3) == pytest.approx(expected, rel=1e-9)
+    few = REAL[:5]  # rank-deficient covariance (N < D): finite, symmetric, 0 on itself
+    assert frechet_distance(few, few) == pytest.approx(0.0, abs=1e-9)
+    assert frechet_distance(few, SAME[:5]) == pytest.approx(frechet_distance(SAME[:5], few), rel=1e-9)
+
+
 def test_disjoint_distributions_are_far_apart():
     assert frechet_distance(REAL, FAR) > 1000 * max(frechet_distance(REAL, SAME), 0.1)
     assert kernel_inception_distance(REAL, FAR, subset_size=100)[0] > 100 * abs(
