@@ -46,13 +46,17 @@ def mni152(resolution_mm: int = 2) -> tuple[MedicalImage, MedicalImage]:
 
 
 def pydicom_test_file(name: str) -> Path:
-    """Path of a file bundled with pydicom, e.g. ``"MR_small.dcm"`` or ``"dicomdirtests/98892001/CT5N"``."""
+    """Path of a file bundled with pydicom, e.g. ``"MR_small.dcm"`` or ``"dicomdirtests/98892001/CT5N"``,
+    or installed with the ``pydicom-data`` package (e.g. ``"emri_small.dcm"``); never downloaded."""
     import pydicom.data
 
     path = Path(pydicom.data.__file__).parent / "test_files" / name
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: not bundled with this pydicom version")
-    return path
+    if path.exists():
+        return path
+    found = pydicom.data.get_testdata_file(name, download=False)
+    if found is None:
+        raise FileNotFoundError(f"{name}: neither bundled with this pydicom version nor installed with pydicom-data")
+    return Path(found)
 
 
 def write_sample_data(output_dir: str | os.PathLike) -> dict[str, Path]:

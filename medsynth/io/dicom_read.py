@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset, read_partial, read_preamble
@@ -27,23 +26,29 @@ from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
 from medsynth.errors import MedsynthError, describe
+from medsynth.io.dicom_frames import frame_planes, is_multi_frame, number_of_frames
+from medsynth.io.dicom_geometry import (
+    LPS_TO_RAS,
+    Plane,
+    SliceGeometry,
+    plane_spacing,
+    rescaled,
+    single_slice_thickness,
+    slice_geometry,
+)
 from medsynth.io.files import check_regular_file, file_problem, safe_name
 from medsynth.io.image import (
     MAX_HEADER_BYTES,
     MAX_VOXELS,
     MedicalImage,
-    as_float32,
     check_affine,
-    check_position,
-    check_spacing,
     check_voxels,
 )
 
 log = logging.getLogger("medsynth")
 
-#: DICOM (LPS+) to NIfTI (RAS+) world axes.
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 #: Relative tolerance on slice spacing before a series is called unevenly spaced.
 SPACING_TOLERANCE = 0.01
 
@@ -295,6 +300,9 @@ def scan_dicom(paths: list[Path]) -> DicomScan:
         except Exception as err:  # pydicom raises many types on corrupt headers
             unreadable[path] = describe(err)
             continue
+        if sop_class == SEGMENTATION_SOP_CLASS:
+            log.warning("%s: DICOM SEG (a segmentation, not an image): skipped; give label maps as NIfTI", path)
+            continue
         if not is_image or sop_class == DICOMDIR_SOP_CLASS:
             log.debug("skipping non-image DICOM %s", path)
             continue
@@ -305,60 +313,12 @@ def scan_dicom(paths: list[Path]) -> DicomScan:
     return DicomScan(list(by_uid.values()), unreadable)
 
 
-def _floats(ds: Dataset, keyword: str, count: int, where: Path) -> np.ndarray | None:
-    value = ds.get(keyword)
-    if value is None or value == "":
-        return None
-    try:
-        values = np.array([float(v) for v in (value if isinstance(value, (list, tuple, pydicom.multival.MultiValue))
-                                              else [value])], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise MedsynthError(f"{where}: {keyword} is not numeric ({value!r})") from None
-    if values.size != count or not np.all(np.isfinite(values)):
-        raise MedsynthError(f"{where}: {keyword} must hold {count} finite numbers, got {value!r}")
-    return values
-
-
-@dataclass
-class _SliceGeometry:
-    row_cosine: np.ndarray  # direction of increasing column index (LPS)
-    column_cosine: np.ndarray  # direction of increasing row index (LPS)
-    pixel_spacing: np.ndarray  # (between rows, between columns) in mm
-    position: np.ndarray  # ImagePositionPatient (LPS, mm)
-
-    @property
-    def normal(self) -> np.ndarray:
-        return np.cross(self.row_cosine, self.column_cosine)
-
-
-def _slice_geometry(ds: Dataset, path: Path) -> _SliceGeometry | None:
-    orientation = _floats(ds, "ImageOrientationPatient", 6, path)
-    position = _floats(ds, "ImagePositionPatient", 3, path)
-    spacing = _floats(ds, "PixelSpacing", 2, path)
-    if spacing is None:
-        spacing = _floats(ds, "ImagerPixelSpacing", 2, path)
-    if orientation is None or position is None:
-        return None
-    if spacing is None:
-        raise MedsynthError(f"{path}: PixelSpacing is missing")
-    if np.any(spacing <= 0):
-        raise MedsynthError(f"{path}: PixelSpacing must be positive, got {spacing.tolist()}")
-    check_spacing(spacing, str(path), "PixelSpacing")
-    check_position(position, str(path), "ImagePositionPatient")
-    row, col = orientation[:3], orientation[3:]
-    if abs(np.linalg.norm(row) - 1) > 1e-2 or abs(np.linalg.norm(col) - 1) > 1e-2 or abs(row @ col) > 1e-2:
-        raise MedsynthError(f"{path}: ImageOrientationPatient is not two orthogonal unit vectors "
-                            f"({orientation.tolist()})")
-    row, col = row / np.linalg.norm(row), col / np.linalg.norm(col)
-    return _SliceGeometry(row, col, spacing, position)
-
-
-def _check_same(series: DicomSeries, keyword: str, values: list, describe_value: Callable = str) -> None:
+def _check_same(name: str, wheres: list[str], keyword: str, values: list, describe_value: Callable = str) -> None:
     first = values[0]
-    for path, value in zip(series.files, values, strict=True):
+    for where, value in zip(wheres, values, strict=True):
         if not _equal(value, first):
-            raise MedsynthError(f"{path}: {keyword} {describe_value(value)} differs from the rest of series "
-                                f"'{series.name}' ({describe_value(first)}); medsynth reads one grid per series")
+            raise MedsynthError(f"{where}: {keyword} {describe_value(value)} differs from the rest of series "
+                                f"'{name}' ({describe_value(first)}); medsynth reads one grid per series")
 
 
 def _equal(a, b) -> bool:
@@ -368,138 +328,150 @@ def _equal(a, b) -> bool:
 
 
 def read_dicom_series(series: DicomSeries) -> MedicalImage:
-    """Stack the slices of ``series`` into a 3D image ``(columns, rows, slices)`` in RAS+ space.
+    """Stack the planes of ``series`` into a 3D image ``(columns, rows, slices)`` in RAS+ space.
 
-    A series of one slice gets a slice axis of SpacingBetweenSlices (else SliceThickness, else
-    1 mm), as dcm2niix does. A slice whose pixel data cannot be decoded is dropped only if it
-    was at either end of the stack (with a warning); a gap inside the stack is an error.
+    A series is single-frame files (one plane each) or one enhanced multi-frame file (Enhanced
+    MR/CT, Legacy Converted Enhanced, multi-frame MR: :mod:`medsynth.io.dicom_frames`). A series
+    of one plane gets a slice axis of SpacingBetweenSlices (else SliceThickness, else 1 mm), as
+    dcm2niix does. A plane whose pixel data cannot be decoded is dropped only if it was at either
+    end of the stack (with a warning); a gap inside the stack is an error.
 
     Raises:
-        MedsynthError: inconsistent grid (size, orientation, pixel spacing), slices sharing a
-            position (several volumes in one series), uneven slice spacing, multi-frame or
-            colour images, missing geometry in a multi-slice series, undecodable pixel data.
+        MedsynthError: inconsistent grid (size, orientation, pixel spacing), planes sharing a
+            position (several volumes in one series), uneven slice spacing, colour images,
+            missing geometry in a multi-plane series, undecodable pixel data.
     """
     if not series.files:
         raise MedsynthError(f"series {series.uid}: no files")
     files, headers = series.files, series.headers
     for path, ds in zip(files, headers, strict=True):
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        if frames > 1:
-            raise MedsynthError(f"{path}: multi-frame (enhanced) DICOM with {frames} frames is not supported; "
-                                "convert it to single-frame files (e.g. with dcm2niix) first")
         if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
             raise MedsynthError(f"{path}: colour DICOM (SamplesPerPixel={ds.SamplesPerPixel}) is not supported")
-    _check_same(series, "image size (Rows, Columns)", [(int(ds.Rows), int(ds.Columns)) for ds in headers])
+    multi = [(p, ds) for p, ds in zip(files, headers, strict=True) if is_multi_frame(ds)]
+    if multi and len(files) > 1:
+        raise MedsynthError(f"{multi[0][0]}: a multi-frame file in series '{series.name}' with {len(files) - 1} "
+                            "other file(s); medsynth reads one multi-frame file per series")
+    _check_same(series.name, [str(p) for p in files], "image size (Rows, Columns)",
+                [(int(ds.Rows), int(ds.Columns)) for ds in headers])
+    planes = frame_planes(files[0], headers[0], _decoder(files[0], headers[0])) if multi else \
+        [_file_plane(p, ds) for p, ds in zip(files, headers, strict=True)]
     rows, cols = int(headers[0].Rows), int(headers[0].Columns)
-    if rows < 1 or cols < 1 or rows * cols * len(files) > MAX_VOXELS:
-        raise MedsynthError(f"{files[0]}: declared size {rows}x{cols}x{len(files)} is empty or larger than "
+    if rows < 1 or cols < 1 or rows * cols * len(planes) > MAX_VOXELS:
+        raise MedsynthError(f"{files[0]}: declared size {rows}x{cols}x{len(planes)} is empty or larger than "
                             f"{MAX_VOXELS} voxels")
-
-    geometries = [_slice_geometry(ds, path) for path, ds in zip(files, headers, strict=True)]
-    if any(g is None for g in geometries):
-        if len(files) > 1:
-            missing = next(p for p, g in zip(files, geometries, strict=True) if g is None)
-            raise MedsynthError(f"{missing}: ImageOrientationPatient/ImagePositionPatient missing in a "
-                                f"{len(files)}-file series; cannot place its slices in space")
-        log.warning("%s: no patient geometry (ImageOrientationPatient/ImagePositionPatient); using an "
-                    "axial identity orientation", files[0])
-        spacing = _floats(headers[0], "PixelSpacing", 2, files[0])
-        if spacing is None:
-            spacing = _floats(headers[0], "ImagerPixelSpacing", 2, files[0])
-        spacing = np.ones(2) if spacing is None else spacing
-        check_spacing(spacing, str(files[0]), "PixelSpacing")
-        geometries = [_SliceGeometry(np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), spacing, np.zeros(3))]
-    orientations = [np.concatenate([g.row_cosine, g.column_cosine]) for g in geometries]
-    _check_same(series, "ImageOrientationPatient", orientations, lambda v: np.round(v, 5).tolist())
-    _check_same(series, "PixelSpacing", [g.pixel_spacing for g in geometries], lambda v: np.round(v, 5).tolist())
-
-    normal = geometries[0].normal
-    distances = np.array([g.position @ normal for g in geometries])
-    order = np.argsort(distances, kind="stable")
-    files = [files[i] for i in order]
-    headers = [headers[i] for i in order]
-    geometries = [geometries[i] for i in order]
-    distances = distances[order]
-
-    if len(files) > 1:
-        gaps = np.diff(distances)
-        if np.min(gaps) < 1e-3:
-            i = int(np.argmin(gaps))
-            shared = sum(abs(d - distances[i]) < 1e-3 for d in distances)
-            raise MedsynthError(f"{files[i + 1]}: {shared} slices of series '{series.name}' share one position "
-                                f"({distances[i]:.3f} mm along the normal): the series holds several volumes "
-                                "(echoes, time points or a localizer); medsynth expects one 3D volume per series")
-        _check_even(series.name, files, distances)
-
-    slices, kept = [], []
-    for index, (path, ds) in enumerate(zip(files, headers, strict=True)):
-        try:
-            slices.append(_pixels(path, ds))
-            kept.append(index)
-        except MedsynthError as err:
-            if len(files) == 1:
-                raise
-            log.warning("%s", err)
-    if not kept:
-        raise MedsynthError(f"{files[0]}: no slice of series '{series.name}' has readable pixel data")
-    if len(kept) < len(files):
-        dropped = [files[i] for i in range(len(files)) if i not in kept]
-        inner = [i for i in range(kept[0], kept[-1] + 1) if i not in kept]
-        if inner:
-            raise MedsynthError(f"{files[inner[0]]}: unreadable slice inside series '{series.name}'; converting "
-                                "without it would leave a gap in the volume")
-        log.warning("series '%s': dropped %d unreadable end slice(s) (%s); the rest is evenly spaced",
-                    series.name, len(dropped), ", ".join(str(p) for p in dropped))
-        files = [files[i] for i in kept]
-        geometries = [geometries[i] for i in kept]
-        headers = [headers[i] for i in kept]
-
-    array = np.stack(slices, axis=-1)  # (columns, rows, slices)
-    first = geometries[0]
-    affine_lps = np.eye(4)
-    affine_lps[:3, 0] = first.row_cosine * first.pixel_spacing[1]
-    affine_lps[:3, 1] = first.column_cosine * first.pixel_spacing[0]
-    if len(files) > 1:
-        affine_lps[:3, 2] = (geometries[-1].position - first.position) / (len(files) - 1)
-    else:
-        affine_lps[:3, 2] = first.normal * _single_slice_thickness(headers[0], files[0])
-    affine_lps[:3, 3] = first.position
+    array, affine_lps, used = _stack(series.name, planes, stored_order=bool(multi))
     affine = LPS_TO_RAS @ affine_lps
     source = str(series.location)
     check_affine(affine, source)
     check_voxels(array, source)
     meta = {"source": source, "name": series.name, "format": "dicom", "modality": series.modality,
             "series_description": series.description, "series_number": series.number,
-            "num_files": len(files)}
+            "num_files": len(files) if not multi else 1}
+    if multi:
+        meta["num_frames"] = used
     return MedicalImage(array, affine, meta)
 
 
-def _check_even(name: str, files: list[Path], distances: np.ndarray) -> None:
+def _file_plane(path: Path, ds: Dataset) -> Plane:
+    geometry = slice_geometry(ds, path)
+    return Plane(str(path), geometry, single_slice_thickness(ds, path), lambda: _pixels(path, ds),
+                 None if geometry is not None else plane_spacing(ds, path))
+
+
+def _stack(name: str, planes: list[Plane], stored_order: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """The planes sorted along their normal and stacked: voxels, LPS affine, planes used.
+
+    Without patient geometry, one plane is placed axially; so are the frames of one file
+    (``stored_order``), in their stored order. Files without geometry cannot be ordered.
+    """
+    geometries = [plane.geometry for plane in planes]
+    if any(g is None for g in geometries):
+        missing = next(p for p in planes if p.geometry is None)
+        if len(planes) > 1 and not (stored_order and all(g is None for g in geometries)):
+            raise MedsynthError(f"{missing.where}: ImageOrientationPatient/ImagePositionPatient missing in a "
+                                f"{len(planes)}-plane series; cannot place its slices in space")
+        log.warning("%s: no patient geometry (ImageOrientationPatient/ImagePositionPatient); using an axial "
+                    "identity orientation%s", planes[0].where,
+                    " and the stored frame order" if len(planes) > 1 else "")
+        step = planes[0].thickness or 1.0
+        planes = [Plane(p.where, SliceGeometry(np.array([1.0, 0, 0]), np.array([0, 1.0, 0]),
+                                               p.spacing if p.spacing is not None else np.ones(2),
+                                               np.array([0, 0, k * step])), p.thickness, p.pixels, p.spacing)
+                  for k, p in enumerate(planes)]
+        geometries = [plane.geometry for plane in planes]
+    orientations = [np.concatenate([g.row_cosine, g.column_cosine]) for g in geometries]
+    wheres = [plane.where for plane in planes]
+    _check_same(name, wheres, "ImageOrientationPatient", orientations, lambda v: np.round(v, 5).tolist())
+    _check_same(name, wheres, "PixelSpacing", [g.pixel_spacing for g in geometries], lambda v: np.round(v, 5).tolist())
+
+    normal = geometries[0].normal
+    distances = np.array([g.position @ normal for g in geometries])
+    order = np.argsort(distances, kind="stable")
+    planes = [planes[i] for i in order]
+    distances = distances[order]
+    if len(planes) > 1:
+        gaps = np.diff(distances)
+        if np.min(gaps) < 1e-3:
+            i = int(np.argmin(gaps))
+            shared = sum(abs(d - distances[i]) < 1e-3 for d in distances)
+            raise MedsynthError(f"{planes[i + 1].where}: {shared} planes of series '{name}' share one position "
+                                f"({distances[i]:.3f} mm along the normal): the series holds several volumes "
+                                "(echoes, time points or a localizer); medsynth expects one 3D volume per series")
+        _check_even(name, planes, distances)
+
+    slices, kept, first_error = [], [], None
+    for index, plane in enumerate(planes):
+        try:
+            slices.append(plane.pixels())
+            kept.append(index)
+        except MedsynthError as err:
+            if len(planes) == 1:
+                raise
+            first_error = first_error or str(err)
+            log.warning("%s", err)
+    if not kept:
+        raise MedsynthError(f"{planes[0].where}: no plane of series '{name}' has readable pixel data "
+                            f"(first: {first_error})")
+    if len(kept) < len(planes):
+        inner = [i for i in range(kept[0], kept[-1] + 1) if i not in kept]
+        if inner:
+            raise MedsynthError(f"{planes[inner[0]].where}: unreadable plane inside series '{name}'; converting "
+                                "without it would leave a gap in the volume")
+        dropped = [planes[i].where for i in range(len(planes)) if i not in kept]
+        log.warning("series '%s': dropped %d unreadable end plane(s) (%s); the rest is evenly spaced",
+                    name, len(dropped), ", ".join(dropped))
+        planes = [planes[i] for i in kept]
+
+    array = np.stack(slices, axis=-1)  # (columns, rows, slices)
+    first, last = planes[0].geometry, planes[-1].geometry
+    affine_lps = np.eye(4)
+    affine_lps[:3, 0] = first.row_cosine * first.pixel_spacing[1]
+    affine_lps[:3, 1] = first.column_cosine * first.pixel_spacing[0]
+    if len(planes) > 1:
+        affine_lps[:3, 2] = (last.position - first.position) / (len(planes) - 1)
+    else:
+        affine_lps[:3, 2] = first.normal * (planes[0].thickness or 1.0)
+    affine_lps[:3, 3] = first.position
+    return array, affine_lps, len(planes)
+
+
+def _check_even(name: str, planes: list[Plane], distances: np.ndarray) -> None:
     gaps = np.diff(distances)
     median = float(np.median(gaps))
     worst = int(np.argmax(np.abs(gaps - median)))
     if abs(gaps[worst] - median) > SPACING_TOLERANCE * median + 1e-3:
-        raise MedsynthError(f"{files[worst + 1]}: uneven slice spacing in series '{name}' ({gaps[worst]:.3f} mm "
-                            f"here, {median:.3f} mm typical); missing slices or a mixed series")
+        raise MedsynthError(f"{planes[worst + 1].where}: uneven slice spacing in series '{name}' ({gaps[worst]:.3f} "
+                            f"mm here, {median:.3f} mm typical); missing planes or a mixed series")
 
 
-def _single_slice_thickness(ds: Dataset, path: Path) -> float:
-    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
-        values = _floats(ds, keyword, 1, path)
-        if values is not None and values[0] > 0:
-            check_spacing(values, str(path), keyword)
-            return float(values[0])
-    return 1.0
+def _decoded(path: Path, header: Dataset, frames: int) -> np.ndarray:
+    """The stored pixel values of ``path``: ``(rows, columns)``, or ``(frames, rows, columns)``.
 
-
-def _pixels(path: Path, header: Dataset) -> np.ndarray:
-    """Decoded, rescaled pixels of one file, transposed to ``(columns, rows)``, float32.
-
-    ``header`` is the file's scanned header: its Rows, Columns and BitsAllocated bound how much
-    pixel data the file may hold (and inflate to) before anything is read.
+    ``header`` is the file's scanned header: its Rows, Columns, BitsAllocated and frame count
+    bound how much pixel data the file may hold (and inflate to) before anything is read.
     """
     bits = min(max(int(header.get("BitsAllocated", 16) or 16), 1), 64)
-    pixel_bytes = int(header.Rows) * int(header.Columns) * ((bits + 7) // 8)
+    pixel_bytes = int(header.Rows) * int(header.Columns) * ((bits + 7) // 8) * frames
     try:
         ds = _read_dicom(path, pixel_bytes)
         if not any(tag in ds for tag in PIXEL_TAGS):
@@ -508,14 +480,35 @@ def _pixels(path: Path, header: Dataset) -> np.ndarray:
     except MedsynthError:
         raise
     except Exception as err:
-        raise MedsynthError(f"{path}: cannot decode pixel data ({describe(err)})") from None
-    if pixels.ndim != 2 or pixels.shape != (int(ds.Rows), int(ds.Columns)):
-        raise MedsynthError(f"{path}: pixel data shape {pixels.shape} does not match Rows x Columns")
-    slope = _floats(ds, "RescaleSlope", 1, path)
-    intercept = _floats(ds, "RescaleIntercept", 1, path)
-    out = as_float32(pixels, str(path))
-    if slope is not None and slope[0] != 1:
-        out *= np.float32(slope[0])
-    if intercept is not None and intercept[0] != 0:
-        out += np.float32(intercept[0])
-    return out.T
+        raise MedsynthError(f"{path}: cannot decode pixel data{_codec_hint(header)} ({describe(err)})") from None
+    expected = (int(ds.Rows), int(ds.Columns)) if frames == 1 else (frames, int(ds.Rows), int(ds.Columns))
+    if pixels.shape != expected:
+        raise MedsynthError(f"{path}: pixel data shape {pixels.shape} does not match "
+                            f"{'Rows x Columns' if frames == 1 else 'NumberOfFrames x Rows x Columns'}")
+    return pixels
+
+
+def _codec_hint(header: Dataset) -> str:
+    """`` in <transfer syntax>`` and what decodes it, for a compressed file."""
+    syntax = getattr(getattr(header, "file_meta", None), "get", lambda _: None)("TransferSyntaxUID")
+    if syntax is None or not getattr(syntax, "is_compressed", False):
+        return ""
+    return (f" in {syntax.name} ({syntax}); medsynth decodes compressed DICOM with python-gdcm, installed with "
+            "it (pip install python-gdcm)")
+
+
+def _pixels(path: Path, header: Dataset) -> np.ndarray:
+    """Decoded, rescaled pixels of one single-frame file, transposed to ``(columns, rows)``, float32."""
+    return rescaled(_decoded(path, header, 1), header, str(path))
+
+
+def _decoder(path: Path, header: Dataset) -> Callable[[], np.ndarray]:
+    """Decodes every frame of a multi-frame file once, on first use: ``(frames, rows, columns)``."""
+    cache: list[np.ndarray] = []
+
+    def decode() -> np.ndarray:
+        if not cache:
+            cache.append(_decoded(path, header, number_of_frames(header)))
+        return cache[0]
+
+    return decode

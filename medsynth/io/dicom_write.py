@@ -17,7 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from medsynth.errors import MedsynthError
-from medsynth.io.dicom_read import LPS_TO_RAS
+from medsynth.io.dicom_geometry import LPS_TO_RAS
 from medsynth.io.files import atomic_path
 from medsynth.io.image import MedicalImage
 
