@@ -196,7 +196,13 @@ class PatchSampler:
                                 "data.test)")
 
     def _prepare(self, volume: Volume) -> Volume:
-        """2D: move the slice axis last; pad every volume to at least the patch size."""
+        """2D: move the slice axis last; pad every volume to at least the patch size.
+
+        In-plane the padding is zeros (air beside the head). Along the slice axis of a 3D volume
+        it mirrors the edge slices: a training piece cut out between the validation and test
+        slabs continues in anatomy, not in air, and zero slabs would teach the network (and its
+        batch statistics) a boundary that no real volume has.
+        """
         image, label = volume.image, volume.label
         if self.spatial_dims == 2:
             order = [0] + [1 + a for a in range(3) if a != self.slice_axis] + [1 + self.slice_axis]
@@ -204,6 +210,12 @@ class PatchSampler:
             label = None if label is None else label.permute(order)
         needed = self.patch if self.spatial_dims == 3 else (*self.patch, 1)
         pads = [max(0, n - s) for n, s in zip(needed, image.shape[1:], strict=True)]
+        if self.spatial_dims == 3 and pads[-1]:
+            mirror = torch.as_tensor(np.pad(np.arange(image.shape[-1]), (pads[-1] // 2, pads[-1] - pads[-1] // 2),
+                                            mode="symmetric"))
+            image = image[..., mirror]
+            label = None if label is None else label[..., mirror]
+            pads[-1] = 0
         if any(pads):
             spec = [p for pad in reversed(pads) for p in (pad // 2, pad - pad // 2)]
             image = F.pad(image, spec)

@@ -135,3 +135,19 @@ def test_train_slices_keep_only_the_listed_training_slices(tmp_path):
     for bad, message in (([], "empty"), ([1, 1], "listed twice"), ([-1], "train_slices")):
         with pytest.raises(Exception, match=message):
             DataConfig(train_slices=bad).validate()
+
+
+def test_a_training_piece_thinner_than_the_patch_is_mirrored_along_z_not_padded_with_air():
+    from medsynth.training.dataset import PatchSampler
+
+    depth = torch.arange(1, 6, dtype=torch.float32)  # 5 slices of a piece cut between two slabs, values 1..5
+    image = torch.ones(1, 12, 10, 5) * depth
+    sampler = PatchSampler([Volume(image, None, "piece", {})], DataConfig(patch_size=(8, 8, 8), augment=False), 3)
+    prepared = sampler.volumes[0].image
+    assert prepared.shape == (1, 12, 10, 8)
+    assert prepared[0, 0, 0].tolist() == [1.0, 1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 4.0]  # mirrored, never 0
+    patches, _ = sampler.sample(4, torch.Generator().manual_seed(0))
+    assert float(patches.amin()) >= 1.0
+    thin = PatchSampler([Volume(torch.ones(1, 4, 12, 8), None, "small", {})],
+                        DataConfig(patch_size=(8, 8, 8), augment=False), 3).volumes[0].image
+    assert float(thin[0, :2].abs().sum()) == 0.0  # in-plane the padding is still air
