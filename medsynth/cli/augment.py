@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,13 +14,19 @@ from medsynth.cli.convert import Format
 SAMPLING_HELP = "Diffusion models only (GANs ignore it with a note)"
 
 
+class Layout(str, Enum):
+    monai = "monai"
+    nnunet = "nnunet"
+
+
 @command
 def augment(
     input_dir: Annotated[Path, typer.Argument(
         help="Folder searched recursively for NIfTI files and DICOM series (the real images).")],
     output_dir: Annotated[Path, typer.Argument(
-        help="Folder for images/, labels/, dataset.json and manifest.csv; created if missing, never inside "
-             "INPUT_DIR. Rerunning into it resumes: finished outputs are skipped.")],
+        help="Folder for images/, labels/ (imagesTr/, labelsTr/ with --layout nnunet), dataset.json and "
+             "manifest.csv; created if missing, never inside INPUT_DIR. Rerunning into it resumes: finished "
+             "outputs are skipped.")],
     model: Annotated[Path, typer.Option("--model", help="Run directory of a `generate` model (medsynth train).")],
     labels: Annotated[Optional[Path], typer.Option(  # noqa: UP045 (typer needs Optional on Python 3.10)
         "--labels", help="Label maps matched to the images by file stem; needed by label-conditioned models, which "
@@ -41,6 +48,10 @@ def augment(
     output_format: Annotated[Format, typer.Option(
         "--format", help="Images as NIfTI files or DICOM series (synthetic, de-identified); labels are NIfTI.")
     ] = Format.nifti,
+    layout: Annotated[Layout, typer.Option(
+        "--layout", help="monai: images/, labels/ and a MONAI datalist with the class names; nnunet: nnU-Net v2's "
+                         "imagesTr/CASE_0000.nii.gz, labelsTr/CASE.nii.gz and dataset.json (label-conditioned "
+                         "models), ready for nnUNetv2_plan_and_preprocess.")] = Layout.monai,
     batch_size: Annotated[int, typer.Option("--batch-size", help="2D slices per network call.")] = 8,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu or cuda.")] = "auto",
     reject_copies: Annotated[bool, typer.Option(
@@ -67,7 +78,8 @@ def augment(
     try:
         datalist = run_augment(input_dir, output_dir, model, labels=labels, count=count, per_image=per_image,
                                seed=seed, steps=steps, sampler=sampler, strength=strength,
-                               output_format=output_format.value, batch_size=batch_size, device=device, reject=reject)
+                               output_format=output_format.value, layout=layout.value, batch_size=batch_size,
+                               device=device, reject=reject)
     except KeyboardInterrupt:
         raise Interrupted("interrupted; every output written so far is complete, and running the same command again "
                           "continues where this one stopped") from None

@@ -436,11 +436,32 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         os.close(fd)
 
 
-def write_datalist(output_dir: Path, entries: list[dict[str, str]], description: str) -> Path:
-    """Write ``dataset.json``, a MONAI datalist (``monai.data.load_decathlon_datalist``).
+def write_datalist(output_dir: Path, entries: list[dict[str, str]], description: str,
+                   labels: dict[str, int] | None = None) -> Path:
+    """Write ``dataset.json``, a MONAI datalist (``monai.data.load_decathlon_datalist``), with the
+    class names as ``labels`` (value -> name, as the Medical Segmentation Decathlon writes them).
 
     Paths in ``entries`` must already be relative to ``output_dir``.
     """
     path = output_dir / "dataset.json"
-    write_json(path, {"description": description, "numTraining": len(entries), "training": entries})
+    content: dict[str, Any] = {"description": description}
+    if labels:
+        content["labels"] = {str(value): name for name, value in labels.items()}
+    write_json(path, {**content, "numTraining": len(entries), "training": entries})
+    return path
+
+
+#: nnU-Net v2 raw dataset layout: images ``imagesTr/<case>_0000.nii.gz``, labels ``labelsTr/<case>.nii.gz``
+NNUNET_IMAGE, NNUNET_LABEL = "imagesTr/{case}_0000.nii.gz", "labelsTr/{case}.nii.gz"
+
+
+def write_nnunet_dataset(output_dir: Path, count: int, labels: dict[str, int], channel: str) -> Path:
+    """Write nnU-Net v2's ``dataset.json``: one input channel named ``channel`` (``CT`` selects
+    nnU-Net's CT normalisation, any other name z-scoring), ``labels`` (name -> value, value 0
+    named ``background`` as nnU-Net requires), ``numTraining`` and ``file_ending``."""
+    by_value = sorted(labels.items(), key=lambda item: item[1])
+    named = {("background" if value == 0 else name): value for name, value in by_value}
+    path = output_dir / "dataset.json"
+    write_json(path, {"channel_names": {"0": channel}, "labels": named, "numTraining": count,
+                      "file_ending": ".nii.gz"})
     return path

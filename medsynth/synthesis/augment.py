@@ -32,12 +32,16 @@ from medsynth.errors import MedsynthError, check_count, display
 from medsynth.io import ImageSource, MedicalImage, find_input_images, write_dicom_series, write_nifti
 from medsynth.io.files import (
     LOCK_NAME,
+    NNUNET_IMAGE,
+    NNUNET_LABEL,
     append_line,
     check_separate,
     csv_line,
     folder_lock,
     inside_output,
     prepare_output_dir,
+    write_datalist,
+    write_nnunet_dataset,
 )
 from medsynth.io.pairing import check_label, pair_labels
 from medsynth.progress import progress as show_progress
@@ -58,6 +62,8 @@ from medsynth.training.distributed import Ranks
 log = logging.getLogger("medsynth")
 #: most outputs one run makes (``--count``, ``--per-image`` times the inputs)
 MAX_OUTPUTS = 10**6
+#: output folder layouts: MONAI datalist, or nnU-Net v2 raw dataset
+LAYOUTS = ("monai", "nnunet")
 
 #: flags a near-copy: given an output in model space (RAS, [0, 1]), its memorization ratio, else None
 CopyCheck = Callable[[np.ndarray], "float | None"]
@@ -91,6 +97,7 @@ def augment(
     sampler: str | None = None,
     strength: float | None = None,
     output_format: str = "nifti",
+    layout: str = "monai",
     batch_size: int = 8,
     device: str = "auto",
     reject: CopyCheck | None = None,
@@ -110,6 +117,9 @@ def augment(
         strength: diffusion only: make variations of the real images, noised to this fraction
             of the schedule, in (0, 1].
         output_format: ``nifti`` or ``dicom`` (images; labels are always NIfTI).
+        layout: ``monai``: ``images/``, ``labels/`` and a MONAI datalist ``dataset.json`` (with
+            the class names); ``nnunet``: nnU-Net v2's raw dataset, ``imagesTr/<case>_0000.nii.gz``,
+            ``labelsTr/<case>.nii.gz`` and its ``dataset.json`` (label-conditioned models, NIfTI).
         batch_size: 2D slices per network call.
         device: ``auto``, ``cpu`` or ``cuda``.
         reject: a copy check; flagged outputs are not written but listed in ``rejected.csv``.
@@ -120,6 +130,10 @@ def augment(
     """
     if output_format not in ("nifti", "dicom"):
         raise MedsynthError(f"--format {output_format}: use nifti or dicom")
+    if layout not in LAYOUTS:
+        raise MedsynthError(f"--layout {layout}: use {' or '.join(LAYOUTS)}")
+    if layout == "nnunet" and output_format != "nifti":
+        raise MedsynthError("--layout nnunet: nnU-Net reads NIfTI; drop --format dicom")
     check_count("--per-image", per_image, MAX_OUTPUTS)
     check_count("--batch-size", batch_size, MAX_BATCH)
     if count is not None:
@@ -135,6 +149,9 @@ def augment(
         raise MedsynthError("--count applies to unconditional models; this model makes --per-image outputs for each "
                             "input" + (" label map" if conditional else " image"))
     sources = find_input_images(input_dir, labels)
+    if layout == "nnunet" and not conditional:
+        raise MedsynthError(f"--layout nnunet: nnU-Net trains on image + label pairs; {trained.run_dir} is not a "
+                            "label-conditioned model")
     if conditional and labels is None:
         raise MedsynthError(f"{trained.run_dir}: this model generates from label maps; give them with --labels")
     pairs = pair_labels(sources, labels) if conditional else [(s, None) for s in sources]
@@ -160,15 +177,15 @@ def augment(
     sampler_name, evaluations = trained.describe_sampling(options if strength is None
                                                           else {**options, "strength": strength})
     settings = {"model": display(trained.run_dir.resolve()), "seed": seed, "per_image": per_image, "count": count,
-                "strength": strength, "format": output_format, "sampler": sampler_name, "steps": evaluations}
+                "strength": strength, "format": output_format, "sampler": sampler_name, "steps": evaluations,
+                "layout": layout}
     ranks = Ranks.from_environment()
     lock_name = LOCK_NAME if ranks.part is None else f"{LOCK_NAME}.{ranks.part}"
     with folder_lock(output_dir, "output folder", lock_name):
-        record = OutputRecord(output_dir, settings, f"medsynth augment: {trained.family} {trained.run_dir.name}",
-                              part=ranks.part)
+        record = OutputRecord(output_dir, settings, _dataset_json(output_dir, trained, layout), part=ranks.part)
         mine = [t for i, t in enumerate(tasks) if ranks.owns(i)]
         rejected = _Rejected(output_dir, ranks.part)
-        todo = [t for t in mine if not record.done(_image_path(t.name, output_format)) and t.name not in rejected]
+        todo = [t for t in mine if not record.done(_paths(t.name, output_format, layout)[0]) and t.name not in rejected]
         if len(todo) < len(mine):
             log.info("%d of %d outputs already done in %s; skipping them", len(mine) - len(todo), len(mine),
                      display(output_dir))
@@ -182,7 +199,7 @@ def augment(
                 start = time.perf_counter()
                 try:
                     row = _make_one(trained, task, image, output_dir, output_seed(seed, task.name), options, strength,
-                                    output_format, batch_size, reject)
+                                    output_format, layout, batch_size, reject)
                 except NearCopy as copy:
                     rejected.add(task.name, copy.ratio)
                     continue
@@ -228,8 +245,21 @@ class _Rejected:
             raise MedsynthError(f"{display(self.path)}: cannot write ({err.strerror or err})") from None
 
 
-def _image_path(name: str, output_format: str) -> str:
-    return f"images/{name}.nii.gz" if output_format == "nifti" else f"images/{name}"
+def _paths(name: str, output_format: str, layout: str) -> tuple[str, str]:
+    """The image and label paths of output ``name``, relative to the output folder."""
+    if layout == "nnunet":
+        return NNUNET_IMAGE.format(case=name), NNUNET_LABEL.format(case=name)
+    return (f"images/{name}.nii.gz" if output_format == "nifti" else f"images/{name}"), f"labels/{name}.nii.gz"
+
+
+def _dataset_json(folder: Path, trained: TrainedModel, layout: str) -> Callable[[list[dict[str, str]]], Path]:
+    """Writes the folder's ``dataset.json``: a MONAI datalist, or nnU-Net's dataset description."""
+    labels = trained.config.job.labels
+    if layout == "nnunet":
+        channel = "CT" if (trained.config.data.modality or "").upper() == "CT" else "MRI"
+        return lambda entries: write_nnunet_dataset(folder, len(entries), labels, channel)
+    description = f"medsynth augment: {trained.family} {trained.run_dir.name}"
+    return lambda entries: write_datalist(folder, entries, description, labels)
 
 
 def synthesize(
@@ -271,11 +301,12 @@ def synthesize(
 
 
 def _make_one(trained: TrainedModel, task: _Task, image: MedicalImage, output_dir: Path, seed: int, options: dict,
-              strength: float | None, output_format: str, batch_size: int, reject: CopyCheck | None) -> dict:
+              strength: float | None, output_format: str, layout: str, batch_size: int,
+              reject: CopyCheck | None) -> dict:
     label = None if task.label is None else task.label.read()
     result, new_label = synthesize(trained, image, label, seed, strength=strength, batch_size=batch_size,
                                    reject=reject, **options)
-    image_rel = _image_path(task.name, output_format)
+    image_rel, label_rel = _paths(task.name, output_format, layout)
     if output_format == "nifti":
         write_nifti(result, inside_output(output_dir, image_rel))
     else:
@@ -284,6 +315,6 @@ def _make_one(trained: TrainedModel, task: _Task, image: MedicalImage, output_di
     row = {"output": image_rel, "source": str(task.source.path), "model": str(trained.run_dir),
            "family": trained.family, "job": trained.job, "seed": seed, "label": ""}
     if new_label is not None:
-        row["label"] = f"labels/{task.name}.nii.gz"
+        row["label"] = label_rel
         write_nifti(new_label, inside_output(output_dir, row["label"]))
     return row

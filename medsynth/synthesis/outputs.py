@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,6 @@ from medsynth.io.files import (
     csv_line,
     read_text_file,
     remove_leftovers,
-    write_datalist,
     write_json,
 )
 
@@ -51,14 +51,16 @@ class OutputRecord:
         folder: the output folder.
         settings: what produced the outputs (model run, seed, ...); a folder made with other
             settings is refused rather than mixed.
-        description: the datalist's description.
+        dataset_json: writes ``dataset.json`` from the entries (``{"image": ..., "label": ...}``,
+            paths relative to ``folder``): a MONAI datalist or nnU-Net's dataset.json.
         part: in a distributed run, this process's name (e.g. ``rank1``): its rows go to a hidden
             partial manifest that :meth:`finish` (rank 0, at the end) folds into the main one.
     """
 
-    def __init__(self, folder: Path, settings: dict[str, Any], description: str, part: str | None = None) -> None:
+    def __init__(self, folder: Path, settings: dict[str, Any], dataset_json: Callable[[list[dict[str, str]]], Path],
+                 part: str | None = None) -> None:
         self.folder = folder
-        self.description = description
+        self.dataset_json = dataset_json
         self.part = part
         settings_path = folder / "settings.json"
         if settings_path.exists():
@@ -109,7 +111,7 @@ class OutputRecord:
 
     def finish(self) -> None:
         """Fold every partial manifest of a distributed run in, rewrite ``manifest.csv`` sorted, and
-        write the datalist (``dataset.json``) of every recorded output. Temporaries that killed
+        write ``dataset.json`` listing every recorded output. Temporaries that killed
         earlier runs left in the folder are deleted."""
         self.part = None
         remove_leftovers(self.folder, recursive=True)
@@ -120,7 +122,7 @@ class OutputRecord:
         rows = self._sorted()
         entries = [{"image": r["output"], **({"label": r["label"]} if r["label"] else {})} for r in rows]
         try:
-            write_datalist(self.folder, entries, self.description)
+            self.dataset_json(entries)
         except OSError as err:
             raise MedsynthError(f"{display(self.folder)}: cannot write dataset.json ({err.strerror or err})") from None
         for path in parts:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -85,10 +86,12 @@ class DataConfig:
 
 @dataclass
 class JobConfig:
-    """What the model learns: the condition -> image mapping (DESIGN.md's job table)."""
+    """What the model learns: the condition -> image mapping (generate: label map -> image,
+    denoise: noisy -> clean, super_resolve: thick slices -> thin)."""
 
     name: Job = "generate"
     num_classes: int = 3  # generate: label classes incl. background; 0 = unconditional
+    class_names: tuple[str, ...] = ()  # generate: one per class, background first (default class_0, class_1, ...)
     noise: Literal["rician", "gaussian", "low_dose_ct"] = "rician"  # denoise
     noise_sigma: tuple[float, float] = (0.03, 0.08)  # rician/gaussian, fraction of the [0, 1] range
     photons: tuple[float, float] = (2e4, 2e5)  # low_dose_ct: incident photons per ray
@@ -102,6 +105,13 @@ class JobConfig:
         check_range(self, "num_classes", 0, MAX_CLASSES)
         if self.num_classes == 1:
             raise ValueError(f"num_classes: must be 0 (unconditional) or >= 2, got {self.num_classes}")
+        if self.class_names:
+            if len(self.class_names) != self.num_classes:
+                raise ValueError(f"class_names: {len(self.class_names)} names for num_classes {self.num_classes}")
+            if len(set(self.class_names)) != len(self.class_names) or not all(
+                    isinstance(n, str) and re.fullmatch(r"[A-Za-z0-9_\-]{1,64}", n) for n in self.class_names):
+                raise ValueError("class_names: distinct names of 1-64 letters, digits, '_' or '-', got "
+                                 f"{short(list(self.class_names))}")
         check_range(self, "noise_sigma", 0.0, 1.0)
         if self.noise_sigma[0] > self.noise_sigma[1]:
             raise ValueError(f"noise_sigma: expected 0 <= low <= high, got {list(self.noise_sigma)}")
@@ -111,6 +121,12 @@ class JobConfig:
         check_range(self, "factor", 1, 64)
         if self.factor[0] > self.factor[1]:
             raise ValueError(f"factor: expected 1 <= low <= high, got {list(self.factor)}")
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Class name -> label value (``class_names``, else ``class_0``, ``class_1``, ...); empty if unconditional."""
+        names = self.class_names or tuple(f"class_{k}" for k in range(self.num_classes))
+        return {name: k for k, name in enumerate(names)} if self.num_classes else {}
 
     @property
     def condition_channels(self) -> int:

@@ -19,7 +19,7 @@ import yaml
 
 from medsynth.errors import MedsynthError
 from medsynth.io import MedicalImage, write_nifti
-from medsynth.io.files import folder_lock, strict_json, write_json
+from medsynth.io.files import folder_lock, strict_json, write_datalist, write_json
 from medsynth.synthesis import outputs
 from medsynth.training import RunDirectory, load_experiment
 from medsynth.training.experiment import experiment_to_dict
@@ -320,7 +320,7 @@ def test_file_names_that_are_not_utf8_work_end_to_end(tmp_path, models, mni):
 
 
 def test_the_manifest_is_appended_not_rewritten_per_output(tmp_path, monkeypatch):
-    record = outputs.OutputRecord(tmp_path, {"seed": 0}, "test")
+    record = outputs.OutputRecord(tmp_path, {"seed": 0}, lambda entries: write_datalist(tmp_path, entries, "test"))
     rewrites = []
     original = outputs.atomic_path
     monkeypatch.setattr(outputs, "atomic_path", lambda path: rewrites.append(path) or original(path))
@@ -340,7 +340,7 @@ def test_a_manifest_cut_mid_row_is_read_without_the_cut_row(tmp_path):
         (tmp_path / "images" / f"{name}.nii.gz").write_bytes(b"")
     header = ",".join(outputs.COLUMNS)
     (tmp_path / "manifest.csv").write_text(f"{header}\nimages/a.nii.gz,,src,m,gan,generate,1,gan,1,0.1\nimages/b.ni")
-    record = outputs.OutputRecord(tmp_path, {"seed": 0}, "test")
+    record = outputs.OutputRecord(tmp_path, {"seed": 0}, lambda entries: write_datalist(tmp_path, entries, "test"))
     assert record.done("images/a.nii.gz") and not record.done("images/b.nii.gz")
 
 
@@ -351,7 +351,7 @@ def test_finishing_deletes_the_temporaries_of_a_killed_run_and_nothing_else(tmp_
     kept = [tmp_path / "images" / "a.nii.gz", tmp_path / "images" / ".hidden", tmp_path / "notes.tmp-1"]
     for path in kept:
         path.write_bytes(b"")
-    record = outputs.OutputRecord(tmp_path, {"seed": 0}, "test")
+    record = outputs.OutputRecord(tmp_path, {"seed": 0}, lambda entries: write_datalist(tmp_path, entries, "test"))
     record.add({"output": "images/a.nii.gz", "seed": 0})
     record.finish()
     assert not leftover.exists() and all(p.exists() for p in kept)

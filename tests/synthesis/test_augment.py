@@ -92,6 +92,50 @@ def test_augment_dicom_with_labels_gives_a_monai_dataset_on_the_source_grid(tmp_
     assert not any(p.suffix == ".csv" for p in dicom_with_labels.rglob("*"))  # input untouched
 
 
+def test_nnunet_layout_is_a_raw_nnunet_v2_dataset_with_the_class_names(tmp_path, dicom_with_labels):
+    model = train_tiny(tmp_path, family="gan", class_names=["background", "gray_matter", "white_matter"])
+    out = tmp_path / "Dataset501_Synthetic"
+    result = runner.invoke(app, ["augment", str(dicom_with_labels / "images"), str(out), "--model", str(model),
+                                 "--labels", str(dicom_with_labels / "labels"), "--per-image", "2", "--layout",
+                                 "nnunet", "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    images = sorted(p.name for p in (out / "imagesTr").iterdir())
+    labels = sorted(p.name for p in (out / "labelsTr").iterdir())
+    assert len(images) == 4 and all(name.endswith("_0000.nii.gz") for name in images)
+    assert [name.replace("_0000.nii.gz", ".nii.gz") for name in images] == labels  # one label per case
+    dataset = json.loads((out / "dataset.json").read_text())
+    # nnU-Net v2's dataset.json (documentation/dataset_format.md): exactly these keys for a NIfTI dataset
+    assert dataset == {"channel_names": {"0": "MRI"}, "numTraining": 4, "file_ending": ".nii.gz",
+                       "labels": {"background": 0, "gray_matter": 1, "white_matter": 2}}
+    for name in labels:
+        image, label = read_nifti(out / "imagesTr" / name.replace(".nii.gz", "_0000.nii.gz")), read_nifti(
+            out / "labelsTr" / name)
+        assert np.array_equal(image.affine, label.affine) and image.array.shape == label.array.shape
+        assert set(np.unique(label.array)) <= set(dataset["labels"].values())
+    assert {r["output"].split("/")[0] for r in manifest_rows(out)} == {"imagesTr"}
+
+
+@pytest.mark.parametrize("case, message", [("dicom", "nnU-Net reads NIfTI"),
+                                           ("unconditional", "not a label-conditioned model")])
+def test_nnunet_layout_refuses_what_nnunet_cannot_train_on(tmp_path, runs, dicom_with_labels, case, message):
+    if case == "dicom":
+        options = ["--model", str(runs["gan"]), "--labels", str(dicom_with_labels / "labels"), "--format", "dicom"]
+    else:
+        options = ["--model", str(train_tiny(tmp_path, family="gan", num_classes=0))]
+    result = runner.invoke(app, ["augment", str(dicom_with_labels / "images"), str(tmp_path / "out"), *options,
+                                 "--layout", "nnunet", "--device", "cpu"])
+    assert result.exit_code == 1 and message in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_monai_datalist_names_the_classes(tmp_path, runs, dicom_with_labels):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["augment", str(dicom_with_labels / "images"), str(out), "--model", str(runs["gan"]),
+                                 "--labels", str(dicom_with_labels / "labels"), "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads((out / "dataset.json").read_text())["labels"] == {"0": "class_0", "1": "class_1",
+                                                                        "2": "class_2"}
+
+
 def test_same_seed_same_files_and_resume_redoes_only_what_is_missing(tmp_path, runs, dicom_with_labels):
     args = dict(labels=dicom_with_labels / "labels", per_image=2, seed=3, device="cpu", progress=False)
     first, second = tmp_path / "first", tmp_path / "second"
