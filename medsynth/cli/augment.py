@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from medsynth.cli.common import Interrupted, command
-from medsynth.cli.convert import Format
+from medsynth.cli.convert import Format, Layout
 
 SAMPLING_HELP = "Diffusion models only (GANs ignore it with a note)"
-
-
-class Layout(str, Enum):
-    monai = "monai"
-    nnunet = "nnunet"
 
 
 @command

@@ -16,13 +16,19 @@ class Format(str, Enum):
     dicom = "dicom"
 
 
+class Layout(str, Enum):
+    monai = "monai"
+    nnunet = "nnunet"
+
+
 @command
 def convert(
     input_path: Annotated[Path, typer.Argument(
         help="A NIfTI file, a DICOM file, or a folder searched recursively for NIfTI files (.nii, .nii.gz) and "
              "DICOM series (any file name).")],
     output_dir: Annotated[Path, typer.Argument(
-        help="Folder for images/, labels/ and dataset.json; created if missing, must not be inside INPUT_PATH.")],
+        help="Folder for images/, labels/ (imagesTr/, labelsTr/ with --layout nnunet) and dataset.json; created if "
+             "missing, must not be inside INPUT_PATH.")],
     output_format: Annotated[Format, typer.Option(
         "--format", help="nifti: one images/NAME.nii.gz per image; dicom: one images/NAME/ folder of "
                          "single-slice DICOM files per image.")] = Format.nifti,
@@ -30,6 +36,10 @@ def convert(
         "--labels", help="Folder of label maps matched to the images by file stem (nnU-Net's case_0000 matches "
                          "case); checked to be integer-valued and on the image grid, written to labels/ as "
                          "NIfTI.")] = None,
+    layout: Annotated[Layout, typer.Option(
+        "--layout", help="monai: images/, labels/ and a MONAI datalist; nnunet: nnU-Net v2's "
+                         "imagesTr/CASE_0000.nii.gz, labelsTr/CASE.nii.gz and dataset.json (needs --labels).")
+    ] = Layout.monai,
     skip_invalid: Annotated[bool, typer.Option(
         "--skip-invalid", help="Warn about and skip images that cannot be read (e.g. localizer series) instead of "
                                "stopping with an error.")] = False,
@@ -44,7 +54,8 @@ def convert(
     from medsynth.errors import display
     from medsynth.io.convert import convert as run_convert
 
-    entries = run_convert(input_path, output_dir, output_format.value, labels_path=labels, skip_invalid=skip_invalid)
+    entries = run_convert(input_path, output_dir, output_format.value, labels_path=labels, skip_invalid=skip_invalid,
+                          layout=layout.value)
     for entry in entries:
         typer.echo(f"{display(entry['source'])} -> {display(output_dir / entry['image'])}")
     typer.echo(f"converted {len(entries)} image(s); datalist: {output_dir / 'dataset.json'}")

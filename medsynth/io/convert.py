@@ -9,21 +9,28 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from medsynth.errors import MedsynthError, display
 from medsynth.io.dicom_write import write_dicom_series
 from medsynth.io.discovery import find_input_images
 from medsynth.io.files import (
+    NNUNET_IMAGE,
+    NNUNET_LABEL,
     check_separate,
     folder_lock,
     inside_output,
     prepare_output_dir,
     write_datalist,
+    write_nnunet_dataset,
 )
 from medsynth.io.nifti import write_nifti
 from medsynth.io.pairing import check_label, pair_labels
 from medsynth.progress import progress as show_progress
 
 log = logging.getLogger("medsynth")
+#: largest label value of an nnU-Net layout (its labels are 0..K, one name each)
+MAX_NNUNET_LABEL = 1000
 OutputFormat = Literal["nifti", "dicom"]
 
 
@@ -34,6 +41,7 @@ def convert(
     labels_path: str | os.PathLike | None = None,
     skip_invalid: bool = False,
     progress: bool = True,
+    layout: str = "monai",
 ) -> list[dict[str, str]]:
     """Convert all images under ``input_path`` into ``output_dir`` and write ``dataset.json``.
 
@@ -53,6 +61,9 @@ def convert(
         skip_invalid: warn about and skip inputs that cannot be read (e.g. localizers with
             several orientations in one series) instead of failing.
         progress: show a progress bar.
+        layout: ``monai`` (above), or ``nnunet``: nnU-Net v2's raw dataset,
+            ``imagesTr/<name>_0000.nii.gz`` and ``labelsTr/<name>.nii.gz`` with its ``dataset.json``
+            (labels ``class_1``... up to the largest value found; needs ``labels_path`` and NIfTI).
 
     Returns:
         The datalist entries written: ``{"image": ..., ["label": ...,] "source": ...,
@@ -64,6 +75,11 @@ def convert(
     """
     if output_format not in ("nifti", "dicom"):
         raise MedsynthError(f"unknown output format {output_format!r}; use 'nifti' or 'dicom'")
+    if layout not in ("monai", "nnunet"):
+        raise MedsynthError(f"--layout {layout}: use monai or nnunet")
+    if layout == "nnunet" and (labels_path is None or output_format != "nifti"):
+        raise MedsynthError("--layout nnunet: nnU-Net trains on NIfTI image + label pairs; give --labels and "
+                            "keep --format nifti")
     input_path = Path(input_path)
     check_separate(output_dir, [input_path, labels_path], "output folder")
     sources = find_input_images(input_path, labels_path)
@@ -71,6 +87,7 @@ def convert(
     out = prepare_output_dir(output_dir, input_path, labels_path)
     input_root = input_path if input_path.is_dir() else input_path.parent
     entries: list[dict[str, str]] = []
+    largest = 0  # label value, for nnU-Net's labels
     with folder_lock(out, "output folder"):  # two converts into one folder would mix their datalists
         staging = Path(tempfile.mkdtemp(prefix=".medsynth-staging-", dir=out))
         try:
@@ -83,27 +100,37 @@ def convert(
                         raise
                     log.warning("skipped %s", err)
                     continue
-                entry = {"image": f"images/{source.name}" + (".nii.gz" if output_format == "nifti" else "")}
+                entry = {"image": NNUNET_IMAGE.format(case=source.name) if layout == "nnunet" else
+                         f"images/{source.name}" + (".nii.gz" if output_format == "nifti" else "")}
                 if output_format == "nifti":
                     write_nifti(image, staging / entry["image"])
                 else:
                     write_dicom_series(image, staging / entry["image"],
                                        series_description=image.meta.get("series_description") or source.name)
                 if label is not None:
-                    entry["label"] = f"labels/{source.name}.nii.gz"
+                    entry["label"] = NNUNET_LABEL.format(case=source.name) if layout == "nnunet" else \
+                        f"labels/{source.name}.nii.gz"
                     write_nifti(label, staging / entry["label"])
+                    largest = max(largest, int(np.max(label.array)))
                 entry["source"] = display(os.path.relpath(source.path, input_root))  # JSON-safe text for any file name
                 entry["modality"] = str(image.meta.get("modality", "unknown"))
                 entries.append(entry)
             if not entries:
                 raise MedsynthError(f"{input_path}: none of the {len(sources)} images could be converted")
+            if layout == "nnunet" and largest > MAX_NNUNET_LABEL:  # before anything is moved into place
+                raise MedsynthError(f"{display(labels_path)}: label value {largest}; nnU-Net needs consecutive labels "
+                                    f"0..K, medsynth writes up to {MAX_NNUNET_LABEL}")
             for entry in entries:
                 for key in ("image", "label"):
                     if key in entry:
                         _replace(staging / entry[key], inside_output(out, entry[key]))
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        write_datalist(out, entries, f"medsynth convert of {input_path.name} ({output_format})")
+        if layout == "nnunet":
+            channel = "CT" if all(e["modality"].upper() == "CT" for e in entries) else "MRI"
+            write_nnunet_dataset(out, len(entries), {f"class_{k}": k for k in range(largest + 1)}, channel)
+        else:
+            write_datalist(out, entries, f"medsynth convert of {input_path.name} ({output_format})")
     return entries
 
 

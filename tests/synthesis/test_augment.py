@@ -115,6 +115,22 @@ def test_nnunet_layout_is_a_raw_nnunet_v2_dataset_with_the_class_names(tmp_path,
     assert {r["output"].split("/")[0] for r in manifest_rows(out)} == {"imagesTr"}
 
 
+def test_convert_writes_real_pairs_in_the_nnunet_layout(tmp_path, dicom_with_labels):
+    out = tmp_path / "Dataset502_Real"
+    result = runner.invoke(app, ["convert", str(dicom_with_labels / "images"), str(out), "--labels",
+                                 str(dicom_with_labels / "labels"), "--layout", "nnunet"])
+    assert result.exit_code == 0, result.stderr
+    cases = sorted(p.name.removesuffix(".nii.gz") for p in (out / "labelsTr").iterdir())
+    assert len(cases) == 2
+    assert sorted(p.name for p in (out / "imagesTr").iterdir()) == [f"{case}_0000.nii.gz" for case in cases]
+    assert json.loads((out / "dataset.json").read_text()) == {
+        "channel_names": {"0": "MRI"}, "numTraining": 2, "file_ending": ".nii.gz",
+        "labels": {"background": 0, "class_1": 1, "class_2": 2}}
+    refused = runner.invoke(app, ["convert", str(dicom_with_labels / "images"), str(tmp_path / "x"), "--layout",
+                                  "nnunet"])
+    assert refused.exit_code == 1 and "give --labels" in refused.stderr and not (tmp_path / "x").exists()
+
+
 @pytest.mark.parametrize("case, message", [("dicom", "nnU-Net reads NIfTI"),
                                            ("unconditional", "not a label-conditioned model")])
 def test_nnunet_layout_refuses_what_nnunet_cannot_train_on(tmp_path, runs, dicom_with_labels, case, message):
