@@ -27,6 +27,7 @@ from medsynth.io.dicom_geometry import (
     single_slice_thickness,
     slice_geometry,
 )
+from medsynth.io.image import MAX_VOXELS
 
 #: the functional groups that hold a frame's geometry and rescaling, and the keywords read from them
 FRAME_GROUPS = ("PlanePositionSequence", "PlaneOrientationSequence", "PixelMeasuresSequence",
@@ -101,6 +102,9 @@ def frame_planes(path: Path, ds: Dataset, decode: Callable[[], np.ndarray]) -> l
             file, or invalid geometry in a frame.
     """
     count = number_of_frames(ds)
+    if count < 1 or count * int(ds.Rows) * int(ds.Columns) > MAX_VOXELS:
+        raise MedsynthError(f"{path}: NumberOfFrames {count} of {ds.Rows}x{ds.Columns} is empty or larger than "
+                            f"{MAX_VOXELS} voxels")
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
     frames: list[Dataset | None] = list(per_frame) if per_frame else [None] * count
     if len(frames) != count:

@@ -134,7 +134,7 @@ def find_input_images(path: str | os.PathLike, labels: str | os.PathLike | None 
             raise MedsynthError(f"{display(path)}: holds no image outside the labels folder {display(labels)}")
     root = Path(path)
     for source in sources if root.is_dir() else []:
-        relative = source.path.relative_to(root)
+        relative = Path(os.path.relpath(source.path, root))
         folders = relative.parts if source.path.is_dir() else relative.parts[:-1]
         named = [k for k, part in enumerate(folders) if part.lower() in LABEL_FOLDERS]
         if named:

@@ -147,3 +147,11 @@ def test_a_dicom_seg_beside_images_is_skipped_not_read_as_an_image(tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="medsynth"):
         sources = find_images(tmp_path)
     assert [s.path.name for s in sources] == ["img.dcm"] and "DICOM SEG" in caplog.text
+
+
+def test_an_absurd_frame_count_is_refused_before_anything_is_allocated(tmp_path, pydicom_file):
+    ds = pydicom.dcmread(pydicom_file("emri_small.dcm"))
+    ds.NumberOfFrames = 10**9
+    ds.save_as(tmp_path / "huge.dcm")
+    with pytest.raises(MedsynthError, match="NumberOfFrames 1000000000 of 64x64 is empty or larger than"):
+        read_image(tmp_path / "huge.dcm")
