@@ -26,6 +26,11 @@ Device = Annotated[str, typer.Option("--device", help="auto (CUDA if available),
 Flips = Annotated[Optional[bool], typer.Option(  # noqa: UP045
     "--flips/--no-flips", help="Average the outputs over flipped copies of the input (4 passes in 2D, 8 in 3D: "
                                "less variance, that many times slower). Default: the model's job.flip_ensemble.")]
+KeepStudy = Annotated[bool, typer.Option(
+    "--keep-study", help="Write a DICOM result as a derived series in its source's study (patient and study "
+                         "attributes kept, ReferencedSeriesSequence to the source), to go back to PACS beside it. "
+                         "The result then identifies the patient as the source does; without the flag it is a new, "
+                         "de-identified study.")]
 
 
 def _run(job: str, input_path: Path, output: Path, model: Path, **options) -> None:
@@ -38,19 +43,21 @@ def _run(job: str, input_path: Path, output: Path, model: Path, **options) -> No
 
 @command
 def denoise(input_path: Input, output: Output, model: Model, steps: Steps = None, sampler: Sampler = None,
-            seed: Seed = 0, batch_size: BatchSize = 8, flips: Flips = None, device: Device = "auto") -> None:
+            seed: Seed = 0, batch_size: BatchSize = 8, flips: Flips = None, keep_study: KeepStudy = False,
+            device: Device = "auto") -> None:
     """Denoise every image in INPUT with a `denoise` model; geometry and intensity units are kept."""
     _run("denoise", input_path, output, model, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size,
-         flips=flips, device=device)
+         flips=flips, keep_study=keep_study, device=device)
 
 
 @command
 def super_resolve(input_path: Input, output: Output, model: Model, steps: Steps = None, sampler: Sampler = None,
-                  seed: Seed = 0, batch_size: BatchSize = 8, flips: Flips = None, device: Device = "auto",
+                  seed: Seed = 0, batch_size: BatchSize = 8, flips: Flips = None, keep_study: KeepStudy = False,
+                  device: Device = "auto",
                   factor: Annotated[Optional[int], typer.Option(  # noqa: UP045
                       "--factor", help="Fine slices per thick slice (default: thick spacing / in-plane spacing; 1: "
                                        "the input is already on the fine grid).")] = None) -> None:
     """Thick slices to thin: interpolate each volume onto a grid `factor` times finer along the axis the
     model restores, refine it with a `super_resolve` model, and write the new spacing into the affine."""
     _run("super_resolve", input_path, output, model, steps=steps, sampler=sampler, seed=seed, batch_size=batch_size,
-         flips=flips, device=device, factor=factor)
+         flips=flips, keep_study=keep_study, device=device, factor=factor)

@@ -1,8 +1,11 @@
 """Write a 3D image as a DICOM series (one MR or CT Image Storage file per slice).
 
-The output is built from scratch, never copied from a source file, so no patient-identifying
-attribute can leak into it: patient and study attributes are present but empty (type 2), all
-UIDs are new, ImageType is ``DERIVED\\SECONDARY`` and PatientIdentityRemoved is ``YES``.
+By default the output is built from scratch, never copied from a source file, so no
+patient-identifying attribute can leak into it: patient and study attributes are present but
+empty (type 2), all UIDs are new, ImageType is ``DERIVED\\SECONDARY`` and PatientIdentityRemoved
+is ``YES``. With ``derived_from`` (restoration's ``--keep-study``) it is instead a derived series
+in the source's study: the source's patient and study attributes (``KEPT_FROM_SOURCE``) and
+frame of reference are copied, and the series references the source series.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from medsynth.errors import MedsynthError
 from medsynth.io.dicom_geometry import LPS_TO_RAS
+from medsynth.io.dicom_read import DicomSeries
 from medsynth.io.files import atomic_path
 from medsynth.io.image import MedicalImage
 
@@ -51,6 +55,8 @@ def write_dicom_series(
     modality: str | None = None,
     series_number: int = 9001,
     uid_seed: str | None = None,
+    derived_from: DicomSeries | None = None,
+    derivation: str = "",
 ) -> Path:
     """Write ``image`` as a DICOM series into ``folder`` (created atomically, replaced if present).
 
@@ -67,6 +73,11 @@ def write_dicom_series(
         series_number: SeriesNumber.
         uid_seed: if given, UIDs are derived from it deterministically (same seed, same files);
             otherwise they are random.
+        derived_from: the source series of a restored image: the output joins its study (patient
+            and study attributes, StudyInstanceUID and FrameOfReferenceUID kept, a new
+            SeriesInstanceUID) and lists it in ReferencedSeriesSequence. Identifying data is then
+            copied on purpose: the output is as private as the source.
+        derivation: DerivationDescription of a derived series (what was done to the source).
 
     Raises:
         MedsynthError: the affine has in-plane shear (not representable in DICOM) or the
@@ -89,6 +100,9 @@ def write_dicom_series(
         return generate_uid(entropy_srcs=[uid_seed, *map(str, parts)]) if uid_seed is not None else generate_uid()
 
     study_uid, series_uid, frame_uid = uid("study"), uid("series"), uid("frame-of-reference")
+    kept = _kept_from(derived_from) if derived_from is not None else {}
+    study_uid = kept.get("StudyInstanceUID", study_uid)
+    frame_uid = kept.get("FrameOfReferenceUID", frame_uid)
     slope, intercept = _rescale(array)
     stored = np.clip(np.round((array.astype(np.float64) - intercept) / slope), INT16.min, INT16.max).astype(np.int16)
     low, high = np.percentile(array, [0.5, 99.5]) if array.size else (0.0, 1.0)
@@ -99,6 +113,8 @@ def write_dicom_series(
             for k in range(array.shape[2]):
                 position = lps[:3, 3] + k * slice_step
                 ds = _slice_dataset(modality)
+                if derived_from is not None:
+                    _make_derived(ds, kept, derived_from, derivation, position, normal)
                 ds.SOPInstanceUID = uid("instance", k)
                 ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
                 ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
@@ -173,3 +189,50 @@ def _slice_dataset(modality: str) -> Dataset:
         ds.AcquisitionNumber = ""
         ds.RescaleType = "HU"
     return ds
+
+
+#: patient and study attributes a derived series copies from its source (with the two UIDs that
+#: put it in the source's study and frame of reference)
+KEPT_FROM_SOURCE = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "PatientAge", "StudyInstanceUID",
+                    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+                    "StudyDescription", "FrameOfReferenceUID", "PatientPosition", "PositionReferenceIndicator")
+
+
+def _kept_from(source: DicomSeries) -> dict[str, object]:
+    header = source.headers[0]
+    return {k: header.data_element(k).value for k in KEPT_FROM_SOURCE if k in header and header.data_element(k)
+            is not None}
+
+
+def _make_derived(ds: Dataset, kept: dict[str, object], source: DicomSeries, derivation: str,
+                  position: np.ndarray, normal: np.ndarray) -> None:
+    """Turn a from-scratch slice at ``position`` into a slice of a series derived from ``source``,
+    in its study: SourceImageSequence names the source instance nearest along the slice normal,
+    ReferencedSeriesSequence (Common Instance Reference) the source series and its instances."""
+    for keyword, value in kept.items():
+        setattr(ds, keyword, value)
+    del ds.PatientIdentityRemoved
+    del ds.DeidentificationMethod
+    ds.DerivationDescription = "".join(ch if ch.isprintable() else " " for ch in derivation)[:1024]
+    instances = [_instance(header) for header in source.headers]
+    distances = [abs((_position(header) - position) @ normal) if _position(header) is not None else np.inf
+                 for header in source.headers]
+    ds.SourceImageSequence = [_instance(source.headers[int(np.argmin(distances))])]
+    reference = Dataset()
+    reference.SeriesInstanceUID = str(source.uid)
+    reference.ReferencedInstanceSequence = instances
+    ds.ReferencedSeriesSequence = [reference]
+
+
+def _instance(header: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = str(header.get("SOPClassUID", "") or "")
+    item.ReferencedSOPInstanceUID = str(header.get("SOPInstanceUID", "") or "")
+    return item
+
+
+def _position(header: Dataset) -> np.ndarray | None:
+    try:
+        return np.array([float(v) for v in header.ImagePositionPatient], dtype=np.float64)
+    except (AttributeError, TypeError, ValueError):
+        return None

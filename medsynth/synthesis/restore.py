@@ -50,6 +50,7 @@ def restore(
     batch_size: int = 8,
     factor: int | None = None,
     flips: bool | None = None,
+    keep_study: bool = False,
     device: str = "auto",
     progress: bool = True,
 ) -> list[Path]:
@@ -64,6 +65,9 @@ def restore(
         factor: super-resolve only: slices per thick slice; default from the voxel size.
         flips: average over flipped copies of the input (``2 ** dims`` passes); default: the
             model config's ``job.flip_ensemble``.
+        keep_study: a DICOM result becomes a derived series in its source's study (patient and
+            study attributes kept, ReferencedSeriesSequence to the source) rather than a new,
+            de-identified study; it is then as identifying as the source.
     """
     check_count("--batch-size", batch_size, MAX_BATCH)
     if factor is not None:
@@ -75,6 +79,8 @@ def restore(
     if not single_file and is_nifti(output_path):
         raise MedsynthError(f"{display(output_path)}: a NIfTI file name, but {display(input_path)} is a folder or a "
                             "DICOM series; give an output folder")
+    if keep_study:
+        _check_keep_study(sources)
     trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
     trained.require_job(job)
     options = trained.sampling_options(steps, sampler)
@@ -99,9 +105,26 @@ def restore(
             if source.series is None:
                 written.append(write_nifti(result, target))
             else:
-                written.append(write_dicom_series(result, target, uid_seed=f"{source.name}/{seed}",
-                                                  series_description=result.meta["series_description"][:64]))
+                written.append(write_dicom_series(
+                    result, target, uid_seed=f"{source.name}/{seed}",
+                    series_description=result.meta["series_description"][:64],
+                    derived_from=source.series if keep_study else None,
+                    derivation=f"medsynth {job.replace('_', '-')} with a {trained.family} model "
+                               f"({trained.run_dir.name}), seed {seed}"))
     return written
+
+
+def _check_keep_study(sources: list[ImageSource]) -> None:
+    """``--keep-study`` needs DICOM inputs whose study and series are identified."""
+    series = [s for s in sources if s.series is not None]
+    if not series:
+        raise MedsynthError("--keep-study: no DICOM series among the inputs; a NIfTI result has no study to join")
+    for source in series:
+        header = source.series.headers[0]
+        missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID") if not header.get(k)]
+        if missing:
+            raise MedsynthError(f"{display(source.path)}: --keep-study needs {' and '.join(missing)}, which this "
+                                "series lacks")
 
 
 def _targets(sources: list[ImageSource], input_path: Path, output_path: Path) -> list[Path]:

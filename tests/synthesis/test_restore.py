@@ -59,6 +59,44 @@ def test_denoise_a_file_and_a_mixed_folder_keeps_layout_and_geometry(tmp_path, r
     assert np.allclose(denoised.affine, read_image(tmp_path / "in" / "dicom" / "s1").affine, atol=1e-4)
 
 
+def test_keep_study_writes_a_derived_series_in_the_source_study(tmp_path, restore_runs):
+    import subprocess
+
+    import pydicom
+
+    from tests.conftest import SeriesSpec, require_tool, write_series
+
+    source = write_series(tmp_path / "in" / "t1", SeriesSpec(rows=32, columns=32, slices=4))
+    result = runner.invoke(app, ["denoise", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
+                                 str(restore_runs["denoise"]), "--keep-study", "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    original = [pydicom.dcmread(p) for p in source]
+    written = [pydicom.dcmread(p) for p in sorted((tmp_path / "out").rglob("*.dcm"))]
+    assert len(written) == 4
+    for ds in written:
+        for keyword in ("PatientName", "PatientID", "PatientBirthDate", "AccessionNumber", "StudyInstanceUID",
+                        "FrameOfReferenceUID"):
+            assert ds.get(keyword) == original[0].get(keyword), keyword
+        assert ds.SeriesInstanceUID != original[0].SeriesInstanceUID
+        assert list(ds.ImageType[:2]) == ["DERIVED", "SECONDARY"] and "PatientIdentityRemoved" not in ds
+        assert ds.DerivationDescription.startswith("medsynth denoise with a gan model")
+        reference = ds.ReferencedSeriesSequence[0]
+        assert reference.SeriesInstanceUID == original[0].SeriesInstanceUID
+        assert {i.ReferencedSOPInstanceUID for i in reference.ReferencedInstanceSequence} == {
+            o.SOPInstanceUID for o in original}
+        at = {o.SOPInstanceUID: [float(v) for v in o.ImagePositionPatient] for o in original}
+        np.testing.assert_allclose(at[ds.SourceImageSequence[0].ReferencedSOPInstanceUID],  # the same slice
+                                   [float(v) for v in ds.ImagePositionPatient], atol=1e-3)
+    tool = require_tool("dciodvfy")
+    check = subprocess.run([tool, str(sorted((tmp_path / "out").rglob("*.dcm"))[0])], capture_output=True, text=True)
+    assert not [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
+    nifti = tmp_path / "nifti" / "a.nii.gz"
+    write_nifti(read_image(tmp_path / "in" / "t1"), nifti)
+    refused = runner.invoke(app, ["denoise", str(nifti), str(tmp_path / "b.nii.gz"), "--model",
+                                  str(restore_runs["denoise"]), "--keep-study", "--device", "cpu"])
+    assert refused.exit_code == 1 and "no DICOM series" in refused.stderr and not (tmp_path / "b.nii.gz").exists()
+
+
 def test_super_resolve_writes_the_finer_grid_into_the_affine(tmp_path, restore_runs, volume):
     thick_affine = volume.affine @ np.diag([1, 1, 2, 1]) @ _shift_z(0.25)  # slab k centred between slices 2k, 2k+1
     thick = MedicalImage(volume.array.reshape(40, 36, 6, 2).mean(-1), thick_affine, {"modality": "MR"})
