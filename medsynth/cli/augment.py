@@ -40,7 +40,8 @@ def augment(
         "--strength", help="Variations of each real image instead of new ones: noise it to this fraction of the "
                            "diffusion schedule, in (0, 1], and denoise (diffusion models only).")] = None,
     output_format: Annotated[Format, typer.Option(
-        "--format", help="Images as NIfTI files or DICOM series (synthetic, de-identified); labels are NIfTI.")
+        "--format", help="NIfTI files, or DICOM: image series (synthetic, de-identified) with their labels as "
+                         "DICOM SEG files (one segment per class, referencing the series).")
     ] = Format.nifti,
     layout: Annotated[Layout, typer.Option(
         "--layout", help="monai: images/, labels/ and a MONAI datalist with the class names; nnunet: nnU-Net v2's "

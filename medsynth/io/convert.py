@@ -12,6 +12,7 @@ from typing import Literal
 import numpy as np
 
 from medsynth.errors import MedsynthError, display
+from medsynth.io.dicom_seg import write_dicom_seg
 from medsynth.io.dicom_write import write_dicom_series
 from medsynth.io.discovery import find_input_images
 from medsynth.io.files import (
@@ -30,7 +31,7 @@ from medsynth.progress import progress as show_progress
 
 log = logging.getLogger("medsynth")
 #: largest label value of an nnU-Net layout (its labels are 0..K, one name each)
-MAX_NNUNET_LABEL = 1000
+MAX_NNUNET_LABEL = 1000  # and of a DICOM SEG (one segment per value)
 OutputFormat = Literal["nifti", "dicom"]
 
 
@@ -48,15 +49,16 @@ def convert(
     One output per NIfTI file or DICOM series: ``images/<name>.nii.gz`` or an ``images/<name>/``
     DICOM series folder, where ``name`` comes from the file stem or the series number and
     description (made file-name safe). With ``labels_path``, each image's label map (matched by
-    name, checked to be integer and on the image grid) goes to ``labels/<name>.nii.gz``. All
+    name, checked to be integer and on the image grid) goes to ``labels/<name>.nii.gz`` (a DICOM
+    SEG ``labels/<name>.dcm`` with DICOM output). All
     outputs are staged and moved into place only once every input has been read, so a failure
     leaves no partial output. Nothing is written under the input folders.
 
     Args:
         input_path: a file or a folder (searched recursively).
         output_dir: created if needed; must not lie inside an input folder.
-        output_format: ``"nifti"`` or ``"dicom"`` for images (label maps are always NIfTI:
-            DICOM stores segmentations as DICOM-SEG, not as images).
+        output_format: ``"nifti"`` or ``"dicom"`` (image series, with label maps as DICOM SEG files
+            that reference them: ``labels/<name>.dcm``).
         labels_path: optional folder of label maps named like the images.
         skip_invalid: warn about and skip inputs that cannot be read (e.g. localizers with
             several orientations in one series) instead of failing.
@@ -108,10 +110,20 @@ def convert(
                     write_dicom_series(image, staging / entry["image"],
                                        series_description=image.meta.get("series_description") or source.name)
                 if label is not None:
-                    entry["label"] = NNUNET_LABEL.format(case=source.name) if layout == "nnunet" else \
-                        f"labels/{source.name}.nii.gz"
-                    write_nifti(label, staging / entry["label"])
-                    largest = max(largest, int(np.max(label.array)))
+                    top = int(np.max(label.array)) if label.array.size else 0
+                    largest = max(largest, top)
+                    if layout == "nnunet":
+                        entry["label"] = NNUNET_LABEL.format(case=source.name)
+                    else:
+                        entry["label"] = f"labels/{source.name}" + (".nii.gz" if output_format == "nifti" else ".dcm")
+                    if output_format == "dicom":
+                        if top > MAX_NNUNET_LABEL:
+                            raise MedsynthError(f"{display(label_source.path)}: label value {top}; a DICOM SEG "
+                                                f"gets one segment per value, medsynth writes up to {MAX_NNUNET_LABEL}")
+                        write_dicom_seg(label, staging / entry["image"], staging / entry["label"],
+                                        {f"class_{k}": k for k in range(top + 1)})
+                    else:
+                        write_nifti(label, staging / entry["label"])
                 entry["source"] = display(os.path.relpath(source.path, input_root))  # JSON-safe text for any file name
                 entry["modality"] = str(image.meta.get("modality", "unknown"))
                 entries.append(entry)

@@ -90,10 +90,12 @@ class DicomSeries:
 
 @dataclass
 class DicomScan:
-    """What :func:`scan_dicom` found: the series, and files that looked like DICOM but failed."""
+    """What :func:`scan_dicom` found: the series, files that looked like DICOM but failed, and
+    DICOM SEG files (label maps, read only where labels are expected)."""
 
     series: list[DicomSeries]
     unreadable: dict[Path, str]
+    segmentations: list[Path] = field(default_factory=list)
 
 
 #: every header element medsynth reads, converted while scanning so that corrupt values are reported there
@@ -226,7 +228,7 @@ class _Capped:
         return self._fp.tell()
 
 
-def _read_dicom(path: Path, pixel_bytes: int | None = None) -> FileDataset:
+def read_dicom(path: Path, pixel_bytes: int | None = None) -> FileDataset:
     """Parse ``path`` with pydicom within bounds: up to its pixel data, or whole with ``pixel_bytes``.
 
     Elements longer than ``MAX_HEADER_BYTES`` (pixel data: ``pixel_bytes + MAX_HEADER_BYTES``) are
@@ -285,11 +287,12 @@ def scan_dicom(paths: list[Path]) -> DicomScan:
     """
     by_uid: dict[str, DicomSeries] = {}
     unreadable: dict[Path, str] = {}
+    segmentations: list[Path] = []
     for path in paths:
         if not looks_like_dicom(path):
             continue
         try:
-            ds = _read_dicom(path)
+            ds = read_dicom(path)
             for keyword in HEADER_KEYWORDS:  # pydicom converts values on first access: a corrupt one fails here
                 ds.get(keyword)
             is_image = "Rows" in ds and "Columns" in ds
@@ -300,8 +303,8 @@ def scan_dicom(paths: list[Path]) -> DicomScan:
         except Exception as err:  # pydicom raises many types on corrupt headers
             unreadable[path] = describe(err)
             continue
-        if sop_class == SEGMENTATION_SOP_CLASS:
-            log.warning("%s: DICOM SEG (a segmentation, not an image): skipped; give label maps as NIfTI", path)
+        if sop_class == SEGMENTATION_SOP_CLASS:  # label maps, not images: the caller decides
+            segmentations.append(path)
             continue
         if not is_image or sop_class == DICOMDIR_SOP_CLASS:
             log.debug("skipping non-image DICOM %s", path)
@@ -310,7 +313,7 @@ def scan_dicom(paths: list[Path]) -> DicomScan:
         series = by_uid.setdefault(uid, DicomSeries(uid))
         series.files.append(path)
         series.headers.append(ds)
-    return DicomScan(list(by_uid.values()), unreadable)
+    return DicomScan(list(by_uid.values()), unreadable, segmentations)
 
 
 def _check_same(name: str, wheres: list[str], keyword: str, values: list, describe_value: Callable = str) -> None:
@@ -473,7 +476,7 @@ def _decoded(path: Path, header: Dataset, frames: int) -> np.ndarray:
     bits = min(max(int(header.get("BitsAllocated", 16) or 16), 1), 64)
     pixel_bytes = int(header.Rows) * int(header.Columns) * ((bits + 7) // 8) * frames
     try:
-        ds = _read_dicom(path, pixel_bytes)
+        ds = read_dicom(path, pixel_bytes)
         if not any(tag in ds for tag in PIXEL_TAGS):
             raise ValueError("no pixel data")
         pixels = ds.pixel_array

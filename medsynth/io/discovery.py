@@ -9,6 +9,7 @@ from pathlib import Path
 
 from medsynth.errors import MedsynthError, display
 from medsynth.io.dicom_read import DicomSeries, read_dicom_series, scan_dicom
+from medsynth.io.dicom_seg import read_dicom_seg
 from medsynth.io.files import (
     check_regular_file,
     file_problem,
@@ -41,13 +42,17 @@ class ImageSource:
     path: Path
     series: DicomSeries | None = None
     label: bool = False
+    segmentation: bool = False  # a DICOM SEG file: read as one label map
 
     @property
     def format(self) -> str:
-        return "nifti" if self.series is None else "dicom"
+        return "dicom-seg" if self.segmentation else "nifti" if self.series is None else "dicom"
 
     def read(self) -> MedicalImage:
-        image = read_nifti(self.path, exact=self.label) if self.series is None else read_dicom_series(self.series)
+        if self.segmentation:
+            image = read_dicom_seg(self.path)
+        else:
+            image = read_nifti(self.path, exact=self.label) if self.series is None else read_dicom_series(self.series)
         image.meta["name"] = self.name
         return image
 
@@ -79,14 +84,15 @@ def _walk(root: Path) -> list[Path]:
     return found
 
 
-def find_images(path: str | os.PathLike) -> list[ImageSource]:
+def find_images(path: str | os.PathLike, segmentations: bool = False) -> list[ImageSource]:
     """Every NIfTI file and DICOM series under ``path`` (a file or a folder), in a stable order.
 
     DICOM files are recognised by content (``DICM`` magic) or a ``.dcm`` suffix and grouped by
     SeriesInstanceUID, wherever they lie. Files that look like DICOM but cannot be parsed are
     reported as warnings (their series is then checked for gaps when read). Only regular files
     are read: FIFOs, devices and sockets in a folder are skipped with a warning, and symbolic
-    links to folders are not followed.
+    links to folders are not followed. DICOM SEG files are label maps: with ``segmentations``
+    they are listed (``ImageSource.segmentation``), otherwise skipped with a warning.
 
     Raises:
         MedsynthError: ``path`` does not exist, is a file but not a regular one, or holds no image.
@@ -103,6 +109,11 @@ def find_images(path: str | os.PathLike) -> list[ImageSource]:
         log.warning("%s: skipped unreadable DICOM file (%s)", bad, reason)
     candidates = [(nifti_stem(f), f, None) for f in nifti_files]
     candidates += [(s.name, s.location, s) for s in sorted(scan.series, key=lambda s: (str(s.location), s.name))]
+    if segmentations:
+        candidates += [(f.stem, f, "seg") for f in scan.segmentations]
+    else:
+        for seg in scan.segmentations:
+            log.warning("%s: DICOM SEG (label maps, not an image): skipped; give it with --labels", seg)
     if not candidates:
         if not files:
             raise MedsynthError(f"{root}: folder is empty")
@@ -111,7 +122,8 @@ def find_images(path: str | os.PathLike) -> list[ImageSource]:
             raise MedsynthError(f"{first[0]}: no readable image under {root} ({first[1]})")
         raise MedsynthError(f"{root}: no NIfTI file or DICOM image series found ({len(files)} other files)")
     names = unique_names([safe_name(name) for name, _, _ in candidates])
-    return [ImageSource(name, p, series) for name, (_, p, series) in zip(names, candidates, strict=True)]
+    return [ImageSource(name, p, None if series == "seg" else series, label=series == "seg",
+                        segmentation=series == "seg") for name, (_, p, series) in zip(names, candidates, strict=True)]
 
 
 #: folder names that hold label maps by convention (MONAI/nnU-Net datasets, medsynth's sample data)
@@ -145,8 +157,9 @@ def find_input_images(path: str | os.PathLike, labels: str | os.PathLike | None 
 
 
 def read_image(path: str | os.PathLike) -> MedicalImage:
-    """Read one image: a NIfTI file, a DICOM file, or a folder holding exactly one DICOM series."""
-    sources = find_images(path)
+    """Read one image: a NIfTI file, a DICOM file (a SEG file: its label map), or a folder holding
+    exactly one DICOM series."""
+    sources = find_images(path, segmentations=Path(path).is_file())
     if len(sources) > 1:
         names = ", ".join(s.name for s in sources[:3]) + (", ..." if len(sources) > 3 else "")
         raise MedsynthError(f"{path}: holds {len(sources)} images ({names}); pass one file or series folder, "

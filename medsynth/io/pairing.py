@@ -9,6 +9,7 @@ from dataclasses import replace
 import numpy as np
 
 from medsynth.errors import MedsynthError
+from medsynth.io.dicom_seg import segmented_series
 from medsynth.io.discovery import ImageSource, find_images
 from medsynth.io.image import MedicalImage
 
@@ -21,7 +22,8 @@ MAX_LABEL = 2**32 - 1
 
 
 def pair_labels(images: list[ImageSource], labels_path: str | os.PathLike) -> list[tuple[ImageSource, ImageSource]]:
-    """Match every image to the label map of the same name under ``labels_path``.
+    """Match every image to its label map under ``labels_path``: a DICOM SEG that references the
+    image's DICOM series, else the label map of the same name.
 
     Names are compared after stripping an nnU-Net channel suffix (``case_0000`` -> ``case``). The
     label sources read their values exactly (``ImageSource.label``), not as float32.
@@ -29,10 +31,13 @@ def pair_labels(images: list[ImageSource], labels_path: str | os.PathLike) -> li
     Raises:
         MedsynthError: an image has no label map of its name.
     """
-    labels = {source.name: replace(source, label=True) for source in find_images(labels_path)}
+    found = find_images(labels_path, segmentations=True)
+    labels = {source.name: replace(source, label=True) for source in found}
+    by_series = {uid: source for source in found if source.segmentation for uid in segmented_series(source.path)}
     pairs = []
     for image in images:
-        label = labels.get(image.name) or labels.get(_CHANNEL_SUFFIX.sub("", image.name))
+        label = (by_series.get(image.series.uid) if image.series is not None else None) or labels.get(image.name) or \
+            labels.get(_CHANNEL_SUFFIX.sub("", image.name))
         if label is None:
             raise MedsynthError(f"{image.path}: no label map named '{image.name}' under {labels_path} "
                                 "(labels are matched to images by file stem)")

@@ -30,6 +30,7 @@ import numpy as np
 
 from medsynth.errors import MedsynthError, check_count, display
 from medsynth.io import ImageSource, MedicalImage, find_input_images, write_dicom_series, write_nifti
+from medsynth.io.dicom_seg import write_dicom_seg
 from medsynth.io.files import (
     LOCK_NAME,
     NNUNET_IMAGE,
@@ -116,7 +117,7 @@ def augment(
         steps, sampler: diffusion sampling (GANs ignore them with a note).
         strength: diffusion only: make variations of the real images, noised to this fraction
             of the schedule, in (0, 1].
-        output_format: ``nifti`` or ``dicom`` (images; labels are always NIfTI).
+        output_format: ``nifti`` or ``dicom`` (image series, and labels as DICOM SEG files).
         layout: ``monai``: ``images/``, ``labels/`` and a MONAI datalist ``dataset.json`` (with
             the class names); ``nnunet``: nnU-Net v2's raw dataset, ``imagesTr/<case>_0000.nii.gz``,
             ``labelsTr/<case>.nii.gz`` and its ``dataset.json`` (label-conditioned models, NIfTI).
@@ -249,7 +250,9 @@ def _paths(name: str, output_format: str, layout: str) -> tuple[str, str]:
     """The image and label paths of output ``name``, relative to the output folder."""
     if layout == "nnunet":
         return NNUNET_IMAGE.format(case=name), NNUNET_LABEL.format(case=name)
-    return (f"images/{name}.nii.gz" if output_format == "nifti" else f"images/{name}"), f"labels/{name}.nii.gz"
+    if output_format == "dicom":  # a DICOM series, and its labels as a DICOM SEG file
+        return f"images/{name}", f"labels/{name}.dcm"
+    return f"images/{name}.nii.gz", f"labels/{name}.nii.gz"
 
 
 def _dataset_json(folder: Path, trained: TrainedModel, layout: str) -> Callable[[list[dict[str, str]]], Path]:
@@ -316,5 +319,9 @@ def _make_one(trained: TrainedModel, task: _Task, image: MedicalImage, output_di
            "family": trained.family, "job": trained.job, "seed": seed, "label": ""}
     if new_label is not None:
         row["label"] = label_rel
-        write_nifti(new_label, inside_output(output_dir, row["label"]))
+        if output_format == "dicom":
+            write_dicom_seg(new_label, output_dir / image_rel, inside_output(output_dir, label_rel),
+                            trained.config.job.labels, uid_seed=f"{task.name}/{seed}")
+        else:
+            write_nifti(new_label, inside_output(output_dir, label_rel))
     return row

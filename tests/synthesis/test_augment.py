@@ -92,6 +92,51 @@ def test_augment_dicom_with_labels_gives_a_monai_dataset_on_the_source_grid(tmp_
     assert not any(p.suffix == ".csv" for p in dicom_with_labels.rglob("*"))  # input untouched
 
 
+def test_dicom_output_writes_labels_as_dicom_seg_that_medsynth_and_highdicom_read_back(tmp_path, dicom_with_labels):
+    import subprocess
+
+    import highdicom
+
+    from tests.conftest import require_tool
+
+    model = train_tiny(tmp_path, family="gan", class_names=["background", "gray_matter", "white_matter"])
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["augment", str(dicom_with_labels / "images"), str(out), "--model", str(model),
+                                 "--labels", str(dicom_with_labels / "labels"), "--format", "dicom", "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    rows = manifest_rows(out)
+    assert len(rows) == 2 and all(r["label"].startswith("labels/") and r["label"].endswith(".dcm") for r in rows)
+    tool = require_tool("dciodvfy")
+    for row in rows:
+        seg_path, series = out / row["label"], read_image(out / row["output"])
+        label = read_image(seg_path)  # the SEG read back as a label map, on its image's grid
+        assert np.allclose(label.affine, series.affine, atol=1e-4) and label.array.shape == series.array.shape
+        assert set(np.unique(label.array)) <= {0, 1, 2} and label.array.any()
+        seg = highdicom.seg.segread(seg_path)
+        assert [s.SegmentLabel for s in seg.SegmentSequence] == ["gray_matter", "white_matter"]
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == pydicom_uid(out / row["output"])
+        check = subprocess.run([tool, str(seg_path)], capture_output=True, text=True)
+        assert not [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
+    converted = runner.invoke(app, ["convert", str(out / "images"), str(tmp_path / "back"), "--labels",
+                                    str(out / "labels")])  # SEGs pair with their series by reference
+    assert converted.exit_code == 0, converted.stderr
+    as_dicom = runner.invoke(app, ["convert", str(out / "images"), str(tmp_path / "dcm"), "--labels",
+                                   str(out / "labels"), "--format", "dicom"])
+    assert as_dicom.exit_code == 0, as_dicom.stderr
+    nifti = json.loads((tmp_path / "back" / "dataset.json").read_text())["training"]
+    dicom = json.loads((tmp_path / "dcm" / "dataset.json").read_text())["training"]
+    for a, b in zip(nifti, dicom, strict=True):  # the same label maps, once as NIfTI, once as DICOM SEG
+        assert b["label"].endswith(".dcm")
+        np.testing.assert_array_equal(read_nifti(tmp_path / "back" / a["label"]).array,
+                                      read_image(tmp_path / "dcm" / b["label"]).array)
+
+
+def pydicom_uid(series_folder):
+    import pydicom
+
+    return pydicom.dcmread(next(iter(sorted(series_folder.iterdir()))), stop_before_pixels=True).SeriesInstanceUID
+
+
 def test_nnunet_layout_is_a_raw_nnunet_v2_dataset_with_the_class_names(tmp_path, dicom_with_labels):
     model = train_tiny(tmp_path, family="gan", class_names=["background", "gray_matter", "white_matter"])
     out = tmp_path / "Dataset501_Synthetic"
