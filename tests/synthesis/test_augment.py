@@ -117,6 +117,11 @@ def test_dicom_output_writes_labels_as_dicom_seg_that_medsynth_and_highdicom_rea
         assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == pydicom_uid(out / row["output"])
         check = subprocess.run([tool, str(seg_path)], capture_output=True, text=True)
         assert not [line for line in (check.stdout + check.stderr).splitlines() if line.startswith("Error")]
+    from medsynth.training.dataset import load_volumes
+    from medsynth.training.experiment import DataConfig
+
+    volumes = load_volumes(DataConfig(images=str(out / "images"), labels=str(out / "labels")), 2, split=False)
+    assert len(volumes) == 2 and all(v.label is not None and int(v.label.max()) >= 1 for v in volumes)  # train, validate
     converted = runner.invoke(app, ["convert", str(out / "images"), str(tmp_path / "back"), "--labels",
                                     str(out / "labels")])  # SEGs pair with their series by reference
     assert converted.exit_code == 0, converted.stderr
