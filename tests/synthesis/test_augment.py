@@ -120,8 +120,9 @@ def test_dicom_output_writes_labels_as_dicom_seg_that_medsynth_and_highdicom_rea
     from medsynth.training.dataset import load_volumes
     from medsynth.training.experiment import DataConfig
 
+    # the loader of train and validate: SEG label folders pair too
     volumes = load_volumes(DataConfig(images=str(out / "images"), labels=str(out / "labels")), 2, split=False)
-    assert len(volumes) == 2 and all(v.label is not None and int(v.label.max()) >= 1 for v in volumes)  # train, validate
+    assert len(volumes) == 2 and all(v.label is not None and int(v.label.max()) >= 1 for v in volumes)
     converted = runner.invoke(app, ["convert", str(out / "images"), str(tmp_path / "back"), "--labels",
                                     str(out / "labels")])  # SEGs pair with their series by reference
     assert converted.exit_code == 0, converted.stderr
