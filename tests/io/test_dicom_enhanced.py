@@ -85,6 +85,24 @@ def test_an_enhanced_oblique_file_reads_as_its_volume_and_as_dcm2niix_reads_it(t
         assert_matches_dcm2niix(image, tmp_path / "series", tmp_path, 1e-4)
 
 
+def test_a_legacy_converted_enhanced_mr_made_by_highdicom_reads_as_its_series(tmp_path):
+    import highdicom
+
+    from tests.conftest import write_series
+
+    spec = oblique_spec()
+    files = write_series(tmp_path / "single", spec)
+    legacy = highdicom.legacy.LegacyConvertedEnhancedMRImage(
+        [pydicom.dcmread(p) for p in files], series_instance_uid=generate_uid(), series_number=spec.number,
+        sop_instance_uid=generate_uid(), instance_number=1)
+    (tmp_path / "enhanced").mkdir()
+    legacy.save_as(tmp_path / "enhanced" / "legacy.dcm")
+    image, expected = read_image(tmp_path / "enhanced"), spec.expected()
+    np.testing.assert_allclose(image.affine, expected.affine, atol=1e-4)
+    np.testing.assert_array_equal(image.array, expected.array)
+    assert_matches_dcm2niix(image, tmp_path / "enhanced", tmp_path, 1e-4)
+
+
 def test_a_real_enhanced_ct_matches_dcm2niix(tmp_path, pydicom_file):
     folder = tmp_path / "ect"
     folder.mkdir()
