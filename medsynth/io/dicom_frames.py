@@ -50,8 +50,8 @@ def _first(group: Dataset | None, keyword: str) -> Dataset | None:
     return sequence[0] if sequence else None
 
 
-def _functional(ds: Dataset, frame: Dataset | None, keyword: str) -> Dataset | None:
-    """The first item of ``keyword`` in the frame's functional groups, else in the shared ones."""
+def functional_item(ds: Dataset, frame: Dataset | None, keyword: str) -> Dataset | None:
+    """The first item of ``keyword`` in the frame's per-frame functional groups, else in the shared ones."""
     shared = ds.get("SharedFunctionalGroupsSequence")
     return _first(frame, keyword) or _first(shared[0] if shared else None, keyword)
 
@@ -63,7 +63,7 @@ def _frame_header(ds: Dataset, frame: Dataset | None) -> Dataset:
         if keyword in ds:
             header[ds.data_element(keyword).tag] = ds.data_element(keyword)
     for sequence in FRAME_GROUPS:
-        item = _functional(ds, frame, sequence)
+        item = functional_item(ds, frame, sequence)
         for keyword in FRAME_KEYWORDS if item is not None else ():
             if keyword in item:
                 header[item.data_element(keyword).tag] = item.data_element(keyword)
@@ -72,9 +72,9 @@ def _frame_header(ds: Dataset, frame: Dataset | None) -> Dataset:
 
 def _volume(ds: Dataset, frame: Dataset | None) -> tuple[str, ...]:
     """What tells the volumes of a file apart: stack, temporal position, echo time, b-value."""
-    content = _functional(ds, frame, "FrameContentSequence")
-    echo = _functional(ds, frame, "MREchoSequence")
-    diffusion = _functional(ds, frame, "MRDiffusionSequence")
+    content = functional_item(ds, frame, "FrameContentSequence")
+    echo = functional_item(ds, frame, "MREchoSequence")
+    diffusion = functional_item(ds, frame, "MRDiffusionSequence")
     values = (content.get("StackID") if content else None, content.get("TemporalPositionIndex") if content else None,
               echo.get("EffectiveEchoTime") if echo else None, diffusion.get("DiffusionBValue") if diffusion else None)
     return tuple("" if v is None else str(v) for v in values)
@@ -117,7 +117,7 @@ def frame_planes(path: Path, ds: Dataset, decode: Callable[[], np.ndarray]) -> l
         planes.append(Plane(where, geometry, single_slice_thickness(header, where),
                             partial(_frame_pixels, decode, k, header, where),
                             None if geometry is not None else plane_spacing(header, where)))
-    shared_position = not any(_functional(ds, f, "PlanePositionSequence") for f in frames)
+    shared_position = not any(functional_item(ds, f, "PlanePositionSequence") for f in frames)
     if count > 1 and shared_position and planes[0].geometry is not None:  # older multi-frame: one position
         planes = _stacked_along_normal(planes, path)
     return planes

@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from medsynth.errors import MedsynthError, describe, display
-from medsynth.io.dicom_frames import frame_planes, number_of_frames
+from medsynth.io.dicom_frames import frame_planes, functional_item, number_of_frames
 from medsynth.io.dicom_geometry import LPS_TO_RAS, Plane
 from medsynth.io.dicom_read import SEGMENTATION_SOP_CLASS, read_dicom
 from medsynth.io.files import atomic_path
@@ -119,8 +119,11 @@ def read_dicom_seg(path: str | os.PathLike) -> MedicalImage:
     except Exception as err:
         raise MedsynthError(f"{display(path)}: cannot read as DICOM SEG ({describe(err)})") from None
     pixels = pixels[None] if pixels.ndim == 2 else pixels
-    segment_of = [int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-                  for frame in ds.PerFrameFunctionalGroupsSequence]
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or [None] * len(pixels)
+    identified = [functional_item(ds, frame, "SegmentIdentificationSequence") for frame in per_frame]
+    if any(item is None for item in identified):
+        raise MedsynthError(f"{display(path)}: a frame without SegmentIdentificationSequence")
+    segment_of = [int(item.ReferencedSegmentNumber) for item in identified]
     planes = frame_planes(path, ds, lambda: pixels)
     positions: dict[tuple[float, ...], tuple[Plane, np.ndarray]] = {}
     for plane, segment, frame in zip(planes, segment_of, pixels, strict=True):

@@ -77,12 +77,13 @@ def test_convert_to_dicom_with_labels(tmp_path):
     result = run("convert", tmp_path / "img", tmp_path / "out", "--format", "dicom", "--labels", tmp_path / "lab")
     assert result.exit_code == 0, result.stderr
     (entry,) = json.loads((tmp_path / "out" / "dataset.json").read_text())["training"]
-    assert entry["image"] == "images/case1_0000" and entry["label"] == "labels/case1_0000.nii.gz"
+    assert entry["image"] == "images/case1_0000" and entry["label"] == "labels/case1_0000.dcm"  # a DICOM SEG
     back = read_image(tmp_path / "out" / entry["image"])
     np.testing.assert_allclose(back.affine, affine, atol=1e-5)
     np.testing.assert_allclose(back.array, image, atol=1e-4)
-    label = nib.load(tmp_path / "out" / entry["label"])
-    assert label.get_data_dtype() == np.uint8
+    label = read_image(tmp_path / "out" / entry["label"])  # the SEG, read back on its image's grid
+    np.testing.assert_array_equal(label.array, (image > 0.5).astype(np.uint16))
+    np.testing.assert_allclose(label.affine, back.affine, atol=1e-4)
 
 
 def test_skip_invalid_converts_the_rest(tmp_path, pydicom_file):

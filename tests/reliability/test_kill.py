@@ -113,7 +113,7 @@ def test_ctrl_c_in_augment_stops_cleanly_and_a_rerun_continues(tmp_path, mni):
     model = train_tiny(tmp_path)
     write_axial_slices(tmp_path, mni, [36, 37, 38, 39])
     command = [sys.executable, "-m", "medsynth", "augment", str(tmp_path / "in"), str(tmp_path / "out"), "--model",
-               str(model), "--labels", str(tmp_path / "lab"), "--per-image", "12", "--device", "cpu"]
+               str(model), "--labels", str(tmp_path / "lab"), "--per-image", "40", "--device", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (tmp_path / "out" / "manifest.csv").exists() and time.time() < deadline:
@@ -123,4 +123,4 @@ def test_ctrl_c_in_augment_stops_cleanly_and_a_rerun_continues(tmp_path, mni):
     assert process.returncode == 130 and "running the same command again continues" in stderr.strip().splitlines()[-1]
     finished = subprocess.run(command, capture_output=True, text=True)
     assert finished.returncode == 0 and "already done" in finished.stderr
-    assert len(list((tmp_path / "out" / "images").iterdir())) == 48
+    assert len(list((tmp_path / "out" / "images").iterdir())) == 160  # enough work that Ctrl-C lands mid-run
