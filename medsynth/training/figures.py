@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+from medsynth.io.files import atomic_path
 
-from medsynth.io.files import atomic_path  # noqa: E402
+
+def subplots(rows: int, columns: int, figsize: tuple[float, float]) -> tuple[Figure, np.ndarray]:
+    """A figure and its ``(rows, columns)`` grid of axes, made without pyplot: no global backend
+    or figure registry is touched, so a notebook's plotting backend stays as it was."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, columns, squeeze=False)
 
 
 def _middle(image: torch.Tensor) -> torch.Tensor:
@@ -29,7 +34,7 @@ def sample_grid(real: torch.Tensor, output: torch.Tensor, condition: torch.Tenso
     """Save a grid with one row per item: [condition |] sample | real (images in [0, 1])."""
     rows = real.shape[0]
     columns = 3 if condition is not None else 2
-    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 2.2 * rows), squeeze=False)
+    figure, axes = subplots(rows, columns, (2.2 * columns, 2.2 * rows))
     for row in range(rows):
         panels = []
         if condition is not None:
@@ -49,5 +54,4 @@ def sample_grid(real: torch.Tensor, output: torch.Tensor, condition: torch.Tenso
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=72, format="png")
-    plt.close(figure)
     return path

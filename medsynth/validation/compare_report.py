@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medsynth.training.figures import subplots
 from medsynth.validation.realism import ImageSet
 from medsynth.validation.report import (
     _errorbar,
@@ -23,7 +24,6 @@ from medsynth.validation.report import (
     grid_figure,
     loss_figure,
     nearest_figure,
-    plt,  # the Agg backend, set once in report
     realism_figure,
 )
 from medsynth.validation.utility import REAL_ONLY
@@ -35,7 +35,7 @@ def diversity_figure(shown: dict, path: Path, conditions: int = 4, per_model: in
     count = min(conditions, len(first["group_labels"]))
     repeats = min(per_model, first["groups"].shape[1])
     columns = 1 + repeats * len(shown)
-    figure, axes = plt.subplots(count, columns, figsize=(1.6 * columns, 1.8 * count), squeeze=False)
+    figure, axes = subplots(count, columns, (1.6 * columns, 1.8 * count))
     for r in range(count):
         labels = first["group_labels"][r, 0].numpy()
         _show(axes[r, 0], labels, "label map" if r == 0 else "", cmap="viridis", vmin=0, vmax=max(1, int(labels.max())))
@@ -51,7 +51,7 @@ def diversity_figure(shown: dict, path: Path, conditions: int = 4, per_model: in
 
 def histogram_figure(held: ImageSet, shown: dict, classes: list[str], path: Path) -> Path:
     """Intensity histograms per tissue class: held-out real voxels vs each family's, by their label maps."""
-    figure, axes = plt.subplots(1, len(classes), figsize=(3.4 * len(classes), 2.8), squeeze=False)
+    figure, axes = subplots(1, len(classes), (3.4 * len(classes), 2.8))
     bins = np.linspace(0, 1, 51)
     for k, (axis, name) in enumerate(zip(axes[0], classes, strict=True)):
         sets = {"real (held-out)": held, **{n: items["pairs"] for n, items in shown.items()}}
@@ -69,7 +69,7 @@ def dice_figure(utility: dict, fidelity: dict, path: Path) -> Path:
     """Mean Dice with 95% interval bars: every arm at every real fraction, then label fidelity."""
     arms = utility["arms"]
     fractions = list(arms[REAL_ONLY])
-    figure, axes = plt.subplots(1, len(fractions) + 1, figsize=(3.6 * (len(fractions) + 1), 3.2), squeeze=False)
+    figure, axes = subplots(1, len(fractions) + 1, (3.6 * (len(fractions) + 1), 3.2))
     for axis, fraction in zip(axes[0], fractions, strict=False):
         names = [a for a in arms if fraction in arms[a]]
         values, spread = _errorbar([arms[a][fraction]["dice"] for a in names])

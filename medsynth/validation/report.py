@@ -11,15 +11,14 @@ import base64
 import html
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from medsynth.io.files import atomic_path  # noqa: E402
-from medsynth.validation.compare_measure import REAL_TRAINING  # noqa: E402
-from medsynth.validation.realism import ImageSet  # noqa: E402
+from medsynth.io.files import atomic_path
+from medsynth.training.figures import subplots
+from medsynth.validation.compare_measure import REAL_TRAINING
+from medsynth.validation.realism import ImageSet
 
 
 def _format(value: float | str | None) -> str:
@@ -44,22 +43,21 @@ def _errorbar(entries: list[dict]) -> tuple[list[float], np.ndarray]:
 
 
 # figures ----------------------------------------------------------------------------------------
-def _save(figure: plt.Figure, path: Path) -> Path:
+def _save(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
     return path
 
 
-def _show(axis: plt.Axes, image: np.ndarray, title: str = "", **kwargs) -> None:
+def _show(axis: Axes, image: np.ndarray, title: str = "", **kwargs) -> None:
     axis.imshow(np.rot90(image), **({"cmap": "gray", "vmin": 0, "vmax": 1} | kwargs))
     axis.set_title(title, fontsize=8)
     axis.axis("off")
 
 
 def loss_figure(shown: dict, path: Path) -> Path:
-    figure, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 3), squeeze=False)
+    figure, axes = subplots(1, len(shown), (4.2 * len(shown), 3))
     for axis, (name, items) in zip(axes[0], shown.items(), strict=True):
         curves = items["curves"]
         for key, values in curves.items():
@@ -75,7 +73,7 @@ def loss_figure(shown: dict, path: Path) -> Path:
 def realism_figure(realism: dict, path: Path) -> Path:
     """KID with its 95% interval in each feature space, families beside the real training slices."""
     spaces = list(realism["spaces"])
-    figure, axes = plt.subplots(1, len(spaces), figsize=(3.4 * len(spaces), 2.8), squeeze=False)
+    figure, axes = subplots(1, len(spaces), (3.4 * len(spaces), 2.8))
     for axis, space in zip(axes[0], spaces, strict=True):
         entry = realism["spaces"][space]
         rows = {f: r["kid"] for f, r in entry["families"].items()}
@@ -93,7 +91,7 @@ def nearest_figure(shown: dict, train: ImageSet, path: Path, pairs: int = 2) -> 
     """Per family: the held-out real images' nearest-training distances (histogram), the copy threshold
     and the closest samples' distances, in both spaces; then the closest pairs (features)."""
     columns = 2 + 2 * pairs
-    figure, axes = plt.subplots(len(shown), columns, figsize=(2.2 * columns, 2.2 * len(shown)), squeeze=False)
+    figure, axes = subplots(len(shown), columns, (2.2 * columns, 2.2 * len(shown)))
     for r, (name, items) in enumerate(shown.items()):
         for c, (space, result) in enumerate(items["calibrated"].items()):
             axis = axes[r, c]
@@ -199,7 +197,7 @@ def write_validation_report(out: Path, report: dict, real: ImageSet, synthetic: 
 
 def grid_figure(sets: dict[str, ImageSet], path: Path, columns: int = 8) -> Path:
     """One row per set: ``columns`` evenly chosen images."""
-    figure, axes = plt.subplots(len(sets), columns, figsize=(1.6 * columns, 1.8 * len(sets)), squeeze=False)
+    figure, axes = subplots(len(sets), columns, (1.6 * columns, 1.8 * len(sets)))
     for r, (name, images) in enumerate(sets.items()):
         chosen = np.linspace(0, len(images) - 1, columns).round().astype(int)
         for c, index in enumerate(chosen):
