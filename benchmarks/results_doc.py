@@ -211,7 +211,102 @@ def provenance_line(records: list[dict]) -> str:
             f"{'; '.join(machines)}; torch {', '.join(torch_versions)}.")
 
 
-def render(records: list[dict], comparisons: dict[str, dict] | None = None) -> str:
+# performance (benchmarks/run.py) ------------------------------------------------------------------------
+PERFORMANCE = {"quick": "`python benchmarks/run.py --quick`: short runs; its sampling models are trained briefly, "
+                        "so its quality figures are indicative only.",
+               "full": "`python benchmarks/run.py`: the CPU configs' sampling models, trained in full."}
+FEW_STEPS = "within 0.5 dB of DDPM-1000 at <= 10 evaluations, >= 100x faster"
+
+
+def performance_rows(section: str, entry: dict) -> list[tuple[str, str, str]]:
+    """(measure, measured, target) rows of one section of ``performance_*.json``. Each ratio was
+    measured side by side in one run, so it holds on a busy machine where absolute rates do not."""
+    rows = []
+    if section == "peak":
+        rows.append(("measured peak, 3x3 conv / matmul", f"{entry['conv3x3_gflops']:.0f} / "
+                     f"{entry['matmul_gflops']:.0f} GFLOP/s", ""))
+    elif section == "network":
+        for family, item in entry.items():
+            if family == "provenance":
+                continue
+            shares = {layout: item[layout]["fraction_of_conv_peak"] for layout in ("contiguous", "channels_last")}
+            rows.append((f"{family} sampling step, FLOP/s / conv peak",
+                         ", ".join(f"{v:.0%} {k}" for k, v in shares.items()), ">= 40%"))
+    elif section == "families":
+        for job, item in entry.items():
+            if job == "provenance":
+                continue
+            rows.append((f"{job}: GAN / diffusion images/s at defaults ({item['size'][0]}x{item['size'][1]}, "
+                         f"batch {item['batch']})", f"{item['gan_over_diffusion']:.0f}x (diffusion: "
+                         f"{item['diffusion']['network_evaluations']} evaluations per image)", ""))
+    elif section == "training":
+        rows.append(("trainer / plain MONAI loop, steps/s", f"{entry['trainer_over_plain']:.2f}x (plain loop "
+                     f"before / after: {' / '.join(f'{v:.2f}' for v in entry['plain_steps_per_second'])} steps/s)",
+                     ">= 1.0x"))
+    elif section == "pipeline":
+        for family, item in entry.items():
+            if family != "provenance":
+                rows.append((f"`augment` / its network calls, volumes/s ({family})",
+                             f"{item['augment_over_network_only']:.0%}", ">= 85%"))
+    elif section == "sampling":
+        for job, item in entry.items():
+            if job == "provenance":
+                continue
+            reference = item["ddpm-1000"]
+            baseline = "nlm" if "nlm" in item else "cubic"
+            rows.append((f"{job}, {item['images']} validation images: DDPM-1000 / {baseline} / input",
+                         " / ".join(f"{item[k]['psnr']:.2f} dB, SSIM {item[k]['ssim']:.3f}"
+                                    for k in ("ddpm-1000", baseline, "input")), "reference"))
+            for label, value in item.items():
+                if isinstance(value, dict) and "psnr_minus_ddpm" in value and value is not reference:
+                    rows.append((f"{job} {label} vs DDPM-1000", f"{value['psnr_minus_ddpm']:+.2f} dB, SSIM "
+                                 f"{value['ssim'] - reference['ssim']:+.3f}, {value['speedup_over_ddpm']:.0f}x faster",
+                                 FEW_STEPS if value["network_evaluations"] <= 10 else ""))
+    elif section == "memory":
+        for case, item in entry.items():
+            if case == "provenance":
+                continue
+            if "error" in item:
+                rows.append((f"memory {case}", f"failed: {item['error']}", ""))
+                continue
+            measured = f"{item['peak_mb'] / 1024:.2f} GiB peak RSS, {item['seconds']:.1f} s"
+            if "jump_at_window_edges" in item:
+                jump = item["jump_at_window_edges"] / item["jump_away_from_edges"]
+                measured += (f"; jump at window edges / elsewhere {jump:.2f}"
+                             f"; error at window edges / centres {item['mae_at_window_edges']:.3f} / "
+                             f"{item['mae_at_window_centres']:.3f} (noisy input {item['mae_noisy_input']:.3f}), "
+                             f"{item['trained_steps']} training steps, windows {'x'.join(map(str, item['window']))}")
+            rows.append((f"memory {case}", measured, "<= 8 GB, jump ratio ~1" if "volume" in case else ""))
+    return rows
+
+
+def performance_section(mode: str, report: dict) -> list[str]:
+    """The figures of ``performance_<mode>.json``, section by section, each with its provenance."""
+    out = [f"## Performance, {mode} run\n",
+           f"{PERFORMANCE[mode]} Device: {report.get('device', '?')}. Every ratio was measured side by side in one "
+           "run; absolute rates on a shared machine move from run to run. What each section measures: "
+           "[performance.md](performance.md).\n"]
+    old = [name for name, entry in report.items() if isinstance(entry, dict) and "provenance" not in entry]
+    for name, entry in report.items():
+        if not isinstance(entry, dict) or "provenance" not in entry:
+            continue
+        out += [f"**{name}** ({provenance_line([entry])[len('Records: 1; '):]})\n",
+                "| measure | measured | target |", "|---|---|---|"]
+        out += [f"| {m} | {v} | {t} |" for m, v, t in performance_rows(name, entry)]
+        out.append("")
+    if old:
+        out.append(f"Sections recorded before records carried provenance, so not shown: {', '.join(old)}. Rerun "
+                   f"them: `python benchmarks/run.py{' --quick' if mode == 'quick' else ''} --only {' '.join(old)}`.\n")
+    return out
+
+
+def load_performance(folder: Path = COMPARISONS) -> dict[str, dict]:
+    return {mode: json.loads((folder / f"performance_{mode}.json").read_text())
+            for mode in PERFORMANCE if (folder / f"performance_{mode}.json").exists()}
+
+
+def render(records: list[dict], comparisons: dict[str, dict] | None = None,
+           performance: dict[str, dict] | None = None) -> str:
     test = [r for r in records if r["part"] == "test"]
     validation = [r for r in records if r["part"] == "validation"]
     out = [HEADER.format(psnr=REGIONS["psnr"], ssim=REGIONS["ssim"])]
@@ -243,6 +338,8 @@ def render(records: list[dict], comparisons: dict[str, dict] | None = None) -> s
                    + ". No figure is claimed for them.\n")
     for name, report in (comparisons or {}).items():
         out.extend(comparison_section(name, report))
+    for mode, report in (performance or {}).items():
+        out.extend(performance_section(mode, report))
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -250,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if docs/results.md differs from the records")
     args = parser.parse_args(argv)
-    text = render(load_records(), load_comparisons())
+    text = render(load_records(), load_comparisons(), load_performance())
     if args.check:
         current = DOC.read_text() if DOC.exists() else ""
         if current != text:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -46,12 +47,17 @@ import torch
 from medsynth.models import build_synthesizer
 from medsynth.training import Trainer, load_experiment
 from medsynth.training.trainer import peak_memory_mb
-from medsynth.validation.fidelity import psnr, ssim
+from medsynth.validation.fidelity import slice_scores
+from medsynth.validation.provenance import provenance
+
+if __package__:  # python -m benchmarks.run, or imported
+    from .results_doc import performance_rows
+else:  # python benchmarks/run.py: this folder is on sys.path
+    from results_doc import performance_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
 RESULTS = ROOT / "benchmarks" / "results"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def seconds_per_call(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
@@ -324,7 +330,6 @@ def sampling(args) -> dict:
             count = 1 if args.quick else 6
             picks = np.linspace(0, clean_volume.shape[2] - 1, count + 2).round().astype(int)[1:-1]
             clean = np.stack([clean_volume[:, :, k] for k in picks])
-            mask = np.stack([mask_volume[:, :, k] for k in picks])
             condition_np = rician_noise(clean, 0.05, np.random.default_rng(123)).astype(np.float32)
             baseline_name, baseline = "nlm", np.moveaxis(nlm_rician(np.moveaxis(condition_np, 0, -1), 0.05), -1, 0)
         else:  # coronal planes (x, z) of the slab, thick in z (factor 2)
@@ -332,14 +337,13 @@ def sampling(args) -> dict:
             brain = np.flatnonzero(mask_volume.any(axis=(0, 2)))
             picks = np.linspace(brain[0], brain[-1], count + 2).round().astype(int)[1:-1]
             clean = np.stack([clean_volume[:, j, :] for j in picks])
-            mask = np.stack([mask_volume[:, j, :] for j in picks])
             thick, low = thick_slices(clean, 2, axis=-1, return_low_res=True, interpolation=config.job.interpolation)
             condition_np = thick.astype(np.float32)
             baseline_name = "cubic"
             baseline = interpolate_slabs(low, 2, clean.shape[-1], kind="cubic")
         condition = torch.from_numpy(condition_np)[:, None].to(args.device)
         entry = {"train_seconds": train_seconds, "images": count, "size": list(clean.shape[1:]),
-                 "input": scores(condition_np, clean, mask), baseline_name: scores(baseline, clean, mask)}
+                 "input": scores(condition_np, clean), baseline_name: scores(baseline, clean)}
         for sampler, steps, ensemble in SAMPLING:
             label = f"{sampler}-{steps}" + (f"x{ensemble}" if ensemble > 1 else "")
             with torch.no_grad():
@@ -351,7 +355,7 @@ def sampling(args) -> dict:
             entry[label] = {"network_evaluations": model.network_evaluations(sampler=sampler, num_inference_steps=steps,
                                                                              ensemble=ensemble),
                             "seconds": seconds,
-                            "images_per_second": count / seconds, **scores(estimate, clean, mask)}
+                            "images_per_second": count / seconds, **scores(estimate, clean)}
         reference = entry["ddpm-1000"]
         for value in entry.values():
             if isinstance(value, dict) and "network_evaluations" in value:
@@ -362,10 +366,11 @@ def sampling(args) -> dict:
     return results
 
 
-def scores(estimate: np.ndarray, clean: np.ndarray, mask: np.ndarray) -> dict:
-    """PSNR (brain) and SSIM of ``(N, H, W)`` images, as last-axis slices (SSIM slice by slice)."""
-    estimate, clean, mask = (np.moveaxis(a, 0, -1) for a in (estimate, clean, mask))
-    return {"psnr": psnr(estimate, clean, mask), "ssim": ssim(estimate, clean)}
+def scores(estimate: np.ndarray, clean: np.ndarray) -> dict:
+    """Mean PSNR and SSIM of ``(N, H, W)`` images over the regions that every medsynth table uses
+    (:data:`medsynth.validation.fidelity.REGIONS`: head mask, head bounding box)."""
+    per_image = slice_scores(np.moveaxis(estimate, 0, -1), np.moveaxis(clean, 0, -1))
+    return {metric: float(np.mean(values)) for metric, values in per_image.items()}
 
 
 def plot_sampling(results: dict, path: Path) -> None:
@@ -443,6 +448,15 @@ def memory_case(case: str, device: str, run: str | None) -> dict:
             with torch.no_grad():
                 model.sample(target, seed=0, num_inference_steps=2, ensemble=1)
         return {"peak_mb": process_peak_mb(device), "baseline_mb": baseline, "seconds": time.perf_counter() - start}
+    if kind == "latent":  # one whole label-conditioned volume at the config's sampling defaults (untrained weights)
+        side = int(size)
+        config, model = model_of("generate_3d_latent_diffusion.yaml", device)
+        condition = condition_for(config, 1, (side,) * 3, device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            model.sample(condition, seed=0)
+        synchronize(device)
+        return {"peak_mb": process_peak_mb(device), "baseline_mb": baseline, "seconds": time.perf_counter() - start}
     return full_volume(Path(run), size, device, baseline)
 
 
@@ -509,7 +523,7 @@ def memory(args) -> dict:
     sides = (32, 64) if args.quick else (32, 64, 128)
     cases = [f"{kind}_{side}" for side in sides for kind in ("train", "sample")]
     results = {}
-    for case in cases:
+    for case in [*cases, "latent_128"]:
         results[case] = run_case(case, args.device, [])
     with tempfile.TemporaryDirectory() as tmp:
         for family in ("gan",) if args.quick else ("gan", "diffusion"):
@@ -528,42 +542,6 @@ def run_case(case: str, device: torch.device, extra: list[str]) -> dict:
     if done.returncode != 0:
         return {"error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-# the table --------------------------------------------------------------------------------------------
-def headline(report: dict) -> list[tuple[str, str, str]]:
-    """(measure, value, target) rows of the figures the targets are about."""
-    rows = []
-    if "network" in report:
-        for family, entry in report["network"].items():
-            best = max(entry["contiguous"]["fraction_of_conv_peak"], entry["channels_last"]["fraction_of_conv_peak"])
-            rows.append((f"{family} sampling step: fraction of conv peak", f"{best:.0%}", ">= 40%"))
-    if "families" in report:
-        for job, entry in report["families"].items():
-            rows.append((f"{job}: GAN / diffusion images/s", f"{entry['gan_over_diffusion']:.0f}x", ""))
-    if "training" in report:
-        rows.append(("trainer / plain loop steps/s", f"{report['training']['trainer_over_plain']:.2f}x", ">= 1.0x"))
-    if "pipeline" in report:
-        for family, entry in report["pipeline"].items():
-            rows.append((f"augment / network only ({family})", f"{entry['augment_over_network_only']:.0%}", ">= 85%"))
-    if "sampling" in report:
-        for job, entry in report["sampling"].items():
-            for label in ("ddim-50", "ddim-10", "dpm_solver-10", "dpm_solver-5"):
-                value = entry[label]
-                rows.append((f"{job} {label} vs DDPM-1000", f"{value['psnr_minus_ddpm']:+.2f} dB, "
-                             f"{value['speedup_over_ddpm']:.0f}x faster", "within 0.5 dB at <= 10 NFE"))
-    if "memory" in report:
-        for case, entry in report["memory"].items():
-            if "error" in entry:
-                rows.append((f"memory {case}", entry["error"], ""))
-                continue
-            seams = ""
-            if "jump_at_window_edges" in entry:
-                ratio = entry["jump_at_window_edges"] / entry["jump_away_from_edges"]
-                seams = f", jump at window edges / elsewhere {ratio:.2f}"
-            rows.append((f"memory {case}", f"{entry['peak_mb']:.0f} MiB peak, {entry['seconds']:.1f} s{seams}",
-                         "<= 8 GB, ratio ~1" if "volume" in case else ""))
-    return rows
 
 
 SECTIONS = ["peak", "network", "families", "training", "pipeline", "sampling", "memory"]
@@ -596,16 +574,17 @@ def main() -> None:
             report[section] = network(args, conv_peak)
         else:
             report[section] = globals()[section](args)
+        report[section]["provenance"] = provenance(seconds=round(time.perf_counter() - start, 1),
+                                                   load_average=round(os.getloadavg()[0], 2))
         print(f"{section}: {time.perf_counter() - start:.0f} s", flush=True)
         out.parent.mkdir(exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")  # after every section: a stopped run keeps its results
     print(f"\nperformance suite ({'quick' if args.quick else 'full'}, {report['device']}, "
-          f"{time.perf_counter() - began:.0f} s); {out}")
-    rows = headline(report)
+          f"{time.perf_counter() - began:.0f} s); {out}; docs/results.md: python benchmarks/results_doc.py")
+    rows = [row for section in args.only for row in performance_rows(section, report[section])]
     width = max(len(r[0]) for r in rows)
     for measure, value, target in rows:
         print(f"{measure:<{width}}  {value:<40} {target}")
-
 
 if __name__ == "__main__":
     main()
