@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
-from medsynth.models import StepContext, Synthesizer, build_synthesizer
+from medsynth.models import Synthesizer, build_synthesizer
 
 TINY = {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8, "num_head_channels": 8,
         "num_train_timesteps": 20, "num_inference_steps": 3}
@@ -16,26 +14,14 @@ def make(spatial_dims: int, condition_channels: int, **options):
     return build_synthesizer("diffusion", spatial_dims, condition_channels, {**TINY, **options})
 
 
-def context(model, lr=1e-2, seed=0):
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-
-    def optimize(group, loss):
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        return 0.0
-
-    return StepContext(torch.Generator().manual_seed(seed), torch.device("cpu"), contextlib.nullcontext, optimize)
-
-
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
-def test_step_and_sample_shapes(dims, prediction):
+def test_step_and_sample_shapes(step_context, dims, prediction):
     model = make(dims, 2, prediction_type=prediction)
     assert isinstance(model, Synthesizer)
     size = (8,) * dims
     batch = {"target": torch.rand(2, 1, *size), "condition": torch.rand(2, 2, *size)}
-    losses = model.training_step(batch, context(model))
+    losses = model.training_step(batch, step_context(model))
     assert set(losses) >= {"loss"} and torch.isfinite(torch.tensor(losses["loss"]))
     odd = (7, 9, 5)[:dims]
     out = model.sample(torch.rand(3, 2, *odd), seed=0)
@@ -60,10 +46,10 @@ def test_unconditional_and_wrong_condition():
         conditional.sample(torch.rand(1, 1, 8, 8), seed=0)
 
 
-def test_classifier_free_guidance_changes_the_output():
+def test_classifier_free_guidance_changes_the_output(step_context):
     model = make(2, 3, condition_dropout=0.5)
     condition = torch.nn.functional.one_hot(torch.randint(0, 3, (1, 8, 8)), 3).movedim(-1, 1).float()
-    ctx = context(model)
+    ctx = step_context(model)
     for _ in range(3):  # the UNet's last layer starts at zero: train it off zero first
         model.training_step({"target": torch.rand(2, 1, 8, 8), "condition": condition.repeat(2, 1, 1, 1)}, ctx)
     plain = model.sample(condition, seed=0, guidance_scale=1.0)
@@ -71,9 +57,9 @@ def test_classifier_free_guidance_changes_the_output():
     assert not torch.equal(plain, guided)
 
 
-def test_strength_starts_from_the_init_image():
+def test_strength_starts_from_the_init_image(step_context):
     model = make(2, 0)
-    ctx = context(model)
+    ctx = step_context(model)
     for _ in range(3):
         model.training_step({"target": torch.rand(2, 1, 8, 8)}, ctx)
     init = torch.rand(1, 1, 8, 8)
@@ -82,19 +68,19 @@ def test_strength_starts_from_the_init_image():
     assert (light - init).abs().mean() < (full - init).abs().mean()
 
 
-def test_loss_decreases_on_a_tiny_overfit_set():
+def test_loss_decreases_on_a_tiny_overfit_set(step_context):
     model = make(2, 1, num_train_timesteps=10)
     generator = torch.Generator().manual_seed(0)
     target = torch.rand(4, 1, 8, 8, generator=generator)
     batch = {"target": target, "condition": target.clone()}
-    ctx = context(model, lr=3e-3)
+    ctx = step_context(model, lr=3e-3)
     losses = [model.training_step(batch, ctx)["loss"] for _ in range(60)]
     assert sum(losses[-10:]) < 0.7 * sum(losses[:10])
 
 
-def test_ensemble_averages_seeds_and_residual_adds_the_condition():
+def test_ensemble_averages_seeds_and_residual_adds_the_condition(step_context):
     model = make(2, 1)
-    ctx = context(model)
+    ctx = step_context(model)
     for _ in range(3):
         model.training_step({"target": torch.rand(2, 1, 8, 8), "condition": torch.rand(2, 1, 8, 8)}, ctx)
     condition = torch.rand(1, 1, 8, 8)
@@ -107,10 +93,10 @@ def test_ensemble_averages_seeds_and_residual_adds_the_condition():
         make(2, 3, residual=True)
 
 
-def test_residual_ensemble_clips_the_mean_not_each_sample():
+def test_residual_ensemble_clips_the_mean_not_each_sample(step_context):
     """Air (condition 0) stays unbiased: the mean of samples is clipped to [0, 1], not each sample."""
     model = make(2, 1, residual=True)
-    ctx = context(model)
+    ctx = step_context(model)
     for _ in range(3):
         model.training_step({"target": torch.rand(4, 1, 8, 8), "condition": torch.rand(4, 1, 8, 8)}, ctx)
     air = torch.zeros(1, 1, 8, 8)

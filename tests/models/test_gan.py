@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 
 from medsynth.errors import MedsynthError
-from medsynth.models import StepContext, Synthesizer, build_synthesizer, family_options
+from medsynth.models import Synthesizer, build_synthesizer, family_options
 
 TINY = {"channels": [8, 16], "noise_channels": 2, "spade_hidden": 8, "discriminator_channels": 8,
         "discriminator_layers": 2}
@@ -19,31 +17,16 @@ def make(spatial_dims: int, condition_channels: int, **options):
     return build_synthesizer("gan", spatial_dims, condition_channels, {**TINY, **options})
 
 
-def context(model, lr=2e-3, seed=0):
-    """Per-group Adam, like the trainer: each group's optimizer only touches its own parameters."""
-    optimizers = {name: torch.optim.Adam(group["params"], lr=lr * group.get("lr_scale", 1.0),
-                                         betas=group.get("betas", (0.9, 0.999)))
-                  for name, group in model.parameter_groups().items()}
-
-    def optimize(group, loss):
-        loss.backward()
-        optimizers[group].step()
-        optimizers[group].zero_grad(set_to_none=True)
-        return 1.0
-
-    return StepContext(torch.Generator().manual_seed(seed), torch.device("cpu"), contextlib.nullcontext, optimize)
-
-
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("condition_channels, residual", [(3, False), (1, True), (0, False)])
-def test_step_logs_stability_signals_and_samples_any_grid(dims, condition_channels, residual):
+def test_step_logs_stability_signals_and_samples_any_grid(step_context, dims, condition_channels, residual):
     model = make(dims, condition_channels, residual=residual)
     assert isinstance(model, Synthesizer) and model.family == "gan"
     size = (16,) * dims
     batch = {"target": torch.rand(4, 1, *size)}
     if condition_channels:
         batch["condition"] = torch.rand(4, condition_channels, *size)
-    signals = model.training_step(batch, context(model))
+    signals = model.training_step(batch, step_context(model, lr=2e-3))
     assert set(signals) == SIGNALS
     assert all(torch.isfinite(torch.tensor(v)) for v in signals.values())
     assert 0 <= signals["d_real_accuracy"] <= 1 and 0 <= signals["d_fake_accuracy"] <= 1
@@ -60,10 +43,10 @@ def test_same_seed_same_images_other_noise_other_images():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-def test_generator_step_leaves_no_gradient_on_the_discriminator():
+def test_generator_step_leaves_no_gradient_on_the_discriminator(step_context):
     model = make(2, 1, residual=True)
     batch = {"target": torch.rand(2, 1, 16, 16), "condition": torch.rand(2, 1, 16, 16)}
-    model.training_step(batch, context(model))
+    model.training_step(batch, step_context(model, lr=2e-3))
     assert all(p.grad is None for p in model.discriminator.parameters())
     assert all(p.requires_grad for p in model.discriminator.parameters())
 
@@ -76,10 +59,10 @@ def test_ensemble_mean_is_clipped_once():
     assert torch.equal(model.sample(air, seed=0, ensemble=2), raw.clamp(0, 1))
 
 
-def test_lazy_r1_penalty_every_k_steps():
+def test_lazy_r1_penalty_every_k_steps(step_context):
     model = make(2, 1, r1_weight=1.0, r1_every=2)
     batch = {"target": torch.rand(2, 1, 16, 16), "condition": torch.rand(2, 1, 16, 16)}
-    ctx = context(model)
+    ctx = step_context(model, lr=2e-3)
     r1 = [model.training_step(batch, ctx)["r1"] for _ in range(4)]
     assert r1[0] > 0 and r1[2] > 0 and r1[1] == 0 and r1[3] == 0
     assert int(model.steps) == 4  # in the state dict, so a resumed run keeps the rhythm
@@ -100,22 +83,22 @@ def test_ttur_learning_rates_and_betas_per_group():
     assert groups["generator"]["betas"] == (0.0, 0.9)
 
 
-def test_overfits_a_tiny_denoising_set():
+def test_overfits_a_tiny_denoising_set(step_context):
     model = make(2, 1, residual=True)
     clean = torch.rand(4, 1, 16, 16)
     noisy = (clean + 0.2 * torch.randn(4, 1, 16, 16, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
     batch = {"target": clean, "condition": noisy}
-    ctx = context(model, lr=3e-3)
+    ctx = step_context(model, lr=3e-3)
     l1 = [model.training_step(batch, ctx)["loss_l1"] for _ in range(40)]
     assert sum(l1[-5:]) / 5 < 0.6 * sum(l1[:5]) / 5
 
 
-def test_mode_seeking_term_spreads_outputs_for_one_condition():
+def test_mode_seeking_term_spreads_outputs_for_one_condition(step_context):
     batch = {"target": torch.rand(4, 1, 16, 16), "condition": torch.rand(4, 3, 16, 16)}
     spread = {}
     for weight in (0.0, 5.0):
         model = make(2, 3, diversity_weight=weight, diversity_cap=1.0, l1_weight=10.0)
-        ctx = context(model, lr=3e-3)
+        ctx = step_context(model, lr=3e-3)
         spread[weight] = [model.training_step(batch, ctx)["diversity"] for _ in range(15)][-1]
     assert spread[5.0] > 1.5 * spread[0.0]
 

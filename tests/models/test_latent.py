@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import shutil
 
@@ -12,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from medsynth.errors import MedsynthError
-from medsynth.models import StepContext, Synthesizer, build_synthesizer
+from medsynth.models import Synthesizer, build_synthesizer
 from medsynth.models.latent import LOSS_KEYS
 from medsynth.training import Trainer, load_experiment
 from medsynth.training.inference import load_synthesizer
@@ -26,18 +25,6 @@ TINY = {"channels": [8, 16], "latent_channels": 2, "norm_num_groups": 8, "autoen
 def make(spatial_dims: int, condition_channels: int, **options):
     torch.manual_seed(0)
     return build_synthesizer("latent_diffusion", spatial_dims, condition_channels, {**TINY, **options})
-
-
-def context(model, lr=1e-2, seed=0):
-    optimizers = {name: torch.optim.Adam(group["params"], lr=lr) for name, group in model.parameter_groups().items()}
-
-    def optimize(group, loss):
-        optimizers[group].zero_grad()
-        loss.backward()
-        optimizers[group].step()
-        return 0.0
-
-    return StepContext(torch.Generator().manual_seed(seed), torch.device("cpu"), contextlib.nullcontext, optimize)
 
 
 def one_hot(*spatial, classes=3, seed=0):
@@ -67,10 +54,10 @@ def test_ae_patch_needs_one_side_per_axis():
         make(3, 0, ae_patch=[4, 4])
 
 
-def test_stages_train_their_own_networks_with_fixed_log_keys():
+def test_stages_train_their_own_networks_with_fixed_log_keys(step_context):
     model = make(2, 3)
     assert isinstance(model, Synthesizer) and set(model.parameter_groups()) == {"autoencoder", "network"}
-    ctx = context(model)
+    ctx = step_context(model)
     batch = {"target": torch.rand(2, 1, 8, 8), "condition": one_hot(8, 8)}
     autoencoder = {k: v.clone() for k, v in model.autoencoder.state_dict().items()}
     network = {k: v.clone() for k, v in model.diffusion.network.state_dict().items()}
@@ -88,9 +75,9 @@ def test_stages_train_their_own_networks_with_fixed_log_keys():
     assert int(model.steps) == 4 and float(model.scale_factor) not in (0.0, 1.0)
 
 
-def test_scale_factor_gives_the_latents_unit_std():
+def test_scale_factor_gives_the_latents_unit_std(step_context):
     model = make(2, 0, autoencoder_steps=1)
-    ctx = context(model)
+    ctx = step_context(model)
     batch = {"target": torch.rand(4, 1, 16, 16)}
     model.training_step(batch, ctx)
     state = ctx.generator.get_state()
@@ -101,17 +88,17 @@ def test_scale_factor_gives_the_latents_unit_std():
     assert float((z * model.scale_factor).std()) == pytest.approx(1.0, rel=1e-4)
 
 
-def test_autoencoder_loss_decreases_on_a_tiny_overfit_set():
+def test_autoencoder_loss_decreases_on_a_tiny_overfit_set(step_context):
     model = make(2, 0, autoencoder_steps=100)
-    ctx = context(model, lr=3e-3)
+    ctx = step_context(model, lr=3e-3)
     target = torch.rand(2, 1, 8, 8) * 0.5 + 0.25
     losses = [model.training_step({"target": target}, ctx)["loss_reconstruction"] for _ in range(40)]
     assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
 
 
-def test_ae_patch_crops_each_sample_at_its_own_corner():
+def test_ae_patch_crops_each_sample_at_its_own_corner(step_context):
     model = make(3, 0, ae_patch=[4, 4, 2])
-    ctx = context(model)
+    ctx = step_context(model)
     image = torch.arange(2 * 8 * 6 * 4, dtype=torch.float32).reshape(2, 1, 8, 6, 4)
     crop = model._crop(image, ctx)
     assert crop.shape == (2, 1, 4, 4, 2)
@@ -123,9 +110,9 @@ def test_ae_patch_crops_each_sample_at_its_own_corner():
 
 
 @pytest.mark.parametrize("dims, odd", [(2, (7, 9)), (3, (5, 7, 6))])
-def test_sample_shape_range_and_seed(dims, odd):
+def test_sample_shape_range_and_seed(step_context, dims, odd):
     model = make(dims, 3)
-    ctx = context(model)
+    ctx = step_context(model)
     size = (6, 10, 5)[:dims]  # not multiples of the strides: both stages pad
     for _ in range(3):  # into stage 2, so the diffusion network has left its zero-initialised output
         model.training_step({"target": torch.rand(2, 1, *size), "condition": one_hot(*size)}, ctx)
@@ -153,9 +140,9 @@ def test_unconditional_sampling_and_wrong_condition():
         model.sample(one_hot(8, 8), seed=0)
 
 
-def test_state_dict_keeps_the_stage_and_the_scale_factor():
+def test_state_dict_keeps_the_stage_and_the_scale_factor(step_context):
     model = make(2, 3)
-    ctx = context(model)
+    ctx = step_context(model)
     for _ in range(3):
         model.training_step({"target": torch.rand(2, 1, 8, 8), "condition": one_hot(8, 8)}, ctx)
     copy = make(2, 3)
