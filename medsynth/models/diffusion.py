@@ -26,10 +26,7 @@ from medsynth.models.base import (
     conv_parameters,
     output_shape,
 )
-from medsynth.models.samplers import dpm_solver_2m, run_sampler, spaced_timesteps
-
-Sampler = Literal["ddim", "ddpm", "dpm_solver"]
-SAMPLERS = ("ddim", "ddpm", "dpm_solver")
+from medsynth.models.samplers import Sampler, get_sampler, spaced_timesteps
 
 
 @dataclass
@@ -197,7 +194,7 @@ class DiffusionSynthesizer(nn.Module):
             raise ValueError(f"strength must be in (0, 1], got {strength}")
         T = self.config.num_train_timesteps
         start = round(strength * (T - 1))
-        if sampler == "ddpm":
+        if get_sampler(sampler).every_timestep:
             return start, list(range(start, -1, -1))
         return start, spaced_timesteps(T, min(steps, start + 1), start)
 
@@ -210,8 +207,6 @@ class DiffusionSynthesizer(nn.Module):
         options (``init``, ``shape``, ``clip``) change no count."""
         config = self.config
         sampler = sampler or config.sampler
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
         _, timesteps = self._timesteps(sampler, num_inference_steps or config.num_inference_steps, strength)
         guidance = config.guidance_scale if guidance_scale is None else guidance_scale
         conditional = self.condition_channels > 0 if conditional is None else conditional
@@ -255,8 +250,7 @@ class DiffusionSynthesizer(nn.Module):
         config = self.config
         shape = output_shape(condition, init, shape, self.condition_channels)
         sampler = sampler or config.sampler
-        if sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
+        run_sampler = get_sampler(sampler).run
         steps = num_inference_steps or config.num_inference_steps
         guidance = config.guidance_scale if guidance_scale is None else guidance_scale
         device = next(self.network.parameters()).device
@@ -284,11 +278,7 @@ class DiffusionSynthesizer(nn.Module):
             x = torch.randn(padded, generator=generator).to(device)
             if start_image is not None:
                 x = alphas[start].sqrt() * start_image + (1 - alphas[start]).sqrt() * x
-            if sampler == "dpm_solver":
-                x0 = dpm_solver_2m(denoise, x, timesteps, alphas)
-            else:
-                x0 = run_sampler(denoise, x, timesteps, alphas, eta=1.0 if sampler == "ddpm" else 0.0,
-                                 generator=generator)
+            x0 = run_sampler(denoise, x, timesteps, alphas, generator)
             total += self._from_model(x0, condition)
         mean = total / count
         return grid.crop_back(self._clip_mean(mean) if clip else mean)

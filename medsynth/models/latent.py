@@ -35,7 +35,8 @@ from torch import nn
 from medsynth.config import check_range
 from medsynth.errors import short
 from medsynth.models.base import MAX_WIDTH, GridPadding, StepContext, check_widths, conv_parameters, output_shape
-from medsynth.models.diffusion import DiffusionConfig, DiffusionSynthesizer, Sampler
+from medsynth.models.diffusion import DiffusionConfig, DiffusionSynthesizer
+from medsynth.models.samplers import Sampler
 
 NAN = float("nan")
 #: the keys of every training step's losses (log.csv has fixed columns); the idle stage's are nan

@@ -2,7 +2,9 @@
 
 A sampler takes ``denoise(x_t, t) -> (x0, eps)`` (the model, already turned into an estimate of
 the clean image and of the noise), a starting sample ``x`` at ``timesteps[0]``, the descending
-timesteps to visit, and the schedule's ``alphas_cumprod``.
+timesteps to visit, the schedule's ``alphas_cumprod`` and a generator for stochastic samplers, and
+returns the final ``x0``. :data:`SAMPLERS` is the registry every diffusion family samples through:
+a new sampler is one function and one entry here (and its name in :data:`Sampler`).
 
 - ``ddim``: deterministic DDIM (Song et al. 2021, "Denoising Diffusion Implicit Models"),
   ``eta = 0``, on any subset of the training timesteps.
@@ -23,10 +25,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 
 Denoiser = Callable[[torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]]
+SamplerFunction = Callable[[Denoiser, torch.Tensor, Sequence[int], torch.Tensor, "torch.Generator | None"],
+                           torch.Tensor]
+Sampler = Literal["ddim", "ddpm", "dpm_solver"]
 
 
 def ddim_step(x0: torch.Tensor, eps: torch.Tensor, alpha: torch.Tensor, alpha_prev: torch.Tensor, eta: float,
@@ -96,3 +103,31 @@ def spaced_timesteps(num_train_timesteps: int, num_steps: int, start: int | None
         return [start]
     steps = torch.linspace(start, 0, num_steps).round().long().tolist()
     return sorted(set(steps), reverse=True)
+
+
+@dataclass(frozen=True)
+class SamplerEntry:
+    """A registered sampler: its function and whether it visits every training timestep (then
+    ``num_inference_steps`` does not apply)."""
+
+    run: SamplerFunction
+    every_timestep: bool = False
+
+
+SAMPLERS: dict[str, SamplerEntry] = {
+    "ddim": SamplerEntry(lambda denoise, x, timesteps, alphas, generator:
+                         run_sampler(denoise, x, timesteps, alphas, eta=0.0, generator=generator)),
+    "ddpm": SamplerEntry(lambda denoise, x, timesteps, alphas, generator:
+                         run_sampler(denoise, x, timesteps, alphas, eta=1.0, generator=generator), every_timestep=True),
+    "dpm_solver": SamplerEntry(lambda denoise, x, timesteps, alphas, generator:
+                               dpm_solver_2m(denoise, x, timesteps, alphas)),
+}
+assert set(SAMPLERS) == set(get_args(Sampler)), "every registered sampler is named in Sampler, and only those"
+
+
+def get_sampler(name: str) -> SamplerEntry:
+    """The registered sampler ``name``; a ``ValueError`` naming the known ones otherwise."""
+    try:
+        return SAMPLERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown sampler {name!r} (known: {', '.join(SAMPLERS)})") from None

@@ -23,6 +23,7 @@ from medsynth.data.intensity import denormalize, intensity_scaling
 from medsynth.errors import MedsynthError, check_count
 from medsynth.io import MedicalImage
 from medsynth.models import Synthesizer
+from medsynth.models.samplers import SAMPLERS
 from medsynth.training.experiment import ExperimentConfig
 from medsynth.training.inference import load_synthesizer
 from medsynth.training.run_dir import RunDirectory
@@ -86,8 +87,6 @@ class TrainedModel:
             if steps is not None or sampler is not None:
                 log.warning("--steps/--sampler apply to diffusion models; this %s samples in one pass", self.family)
             return {}
-        from medsynth.models.diffusion import SAMPLERS
-
         if sampler is not None and sampler not in SAMPLERS:
             raise MedsynthError(f"--sampler {sampler}: unknown sampler (known: {', '.join(SAMPLERS)})")
         options = {}

@@ -69,3 +69,33 @@ def test_dpm_solver_is_second_order_on_gaussian_data():
         errors["dpm", steps] = float((dpm_solver_2m(gaussian, x, timesteps, alphas) - exact).abs().max())
     assert errors["dpm", 10] < 0.4 * errors["ddim", 10] and errors["dpm", 20] < 0.05 * errors["ddim", 20], errors
     assert errors["dpm", 20] < errors["dpm", 10] < errors["dpm", 5] <= errors["ddim", 5]
+
+
+def test_the_registry_names_every_sampler_once_and_refuses_others():
+    from typing import get_args
+
+    from medsynth.models.samplers import SAMPLERS, Sampler, get_sampler
+
+    assert set(SAMPLERS) == set(get_args(Sampler))
+    assert [name for name, entry in SAMPLERS.items() if entry.every_timestep] == ["ddpm"]
+    with pytest.raises(ValueError, match="unknown sampler 'euler' \\(known: ddim, ddpm, dpm_solver\\)"):
+        get_sampler("euler")
+
+
+def test_a_diffusion_model_samples_through_the_registry(monkeypatch):
+    """A sampler registered under a name is what ``sample`` runs: the family holds no sampler list of its own."""
+    from medsynth.models import DiffusionConfig, DiffusionSynthesizer, samplers
+
+    calls = []
+
+    def first_estimate(denoise, x, timesteps, alphas, generator):
+        calls.append(list(timesteps))
+        return denoise(x, int(timesteps[0]))[0]
+
+    monkeypatch.setitem(samplers.SAMPLERS, "ddim", samplers.SamplerEntry(first_estimate))
+    model = DiffusionSynthesizer(2, 1, DiffusionConfig(channels=(8, 8), attention_levels=(False, False),
+                                                       num_res_blocks=1, norm_num_groups=8, num_head_channels=8))
+    model.sample(torch.rand(1, 1, 8, 8), seed=0, sampler="ddim", num_inference_steps=3, ensemble=1)
+    assert len(calls) == 1 and len(calls[0]) == 3
+    with pytest.raises(ValueError, match="unknown sampler"):
+        model.sample(torch.rand(1, 1, 8, 8), seed=0, sampler="euler")
