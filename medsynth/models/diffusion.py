@@ -265,10 +265,13 @@ class DiffusionSynthesizer(nn.Module):
 
         def denoise(x_t: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
             t_batch = torch.full((x_t.shape[0],), t, device=device, dtype=torch.long)
-            output = self._forward(x_t, t_batch, condition)
-            if condition is not None and guidance != 1.0:
-                unconditional = self._forward(x_t, t_batch, torch.zeros_like(condition))
+            if condition is not None and guidance != 1.0:  # conditional and unconditional in one batched call
+                both = self._forward(torch.cat([x_t, x_t]), torch.cat([t_batch, t_batch]),
+                                     torch.cat([condition, torch.zeros_like(condition)]))
+                output, unconditional = both.chunk(2)
                 output = unconditional + guidance * (output - unconditional)
+            else:
+                output = self._forward(x_t, t_batch, condition)
             return self._split(output.float(), x_t, alphas[t])
 
         total = torch.zeros(padded, device=device)

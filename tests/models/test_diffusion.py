@@ -56,6 +56,11 @@ def test_classifier_free_guidance_changes_the_output(step_context):
     guided = model.sample(condition, seed=0, guidance_scale=3.0)
     assert not torch.equal(plain, guided)
 
+    batches = []  # guidance batches the conditional and unconditional passes: one network call per step
+    model.network.register_forward_hook(lambda module, args, output: batches.append(args[0].shape[0]))
+    model.sample(condition, seed=0, guidance_scale=3.0, num_inference_steps=4, ensemble=1)
+    assert batches == [2] * 4 and model.network_evaluations(guidance_scale=3.0, num_inference_steps=4, ensemble=1) == 8
+
 
 def test_strength_starts_from_the_init_image(step_context):
     model = make(2, 0)
