@@ -273,10 +273,10 @@ def sweep_settings(family: str, dims: int, default: dict) -> list[tuple[str, dic
 def evaluate(job: str, dims: int, family: str, seed: int, part: str, runs: Path, sweep: bool,
              overrides: list[str], results: Path) -> None:
     config_path = CONFIGS / f"{job}_{dims}d_{family}.yaml"
-    run, resolved, train_seconds = train_or_reuse(config_path, seed, runs, overrides)
     shipped = load_experiment(config_path, overrides)
-    if part == "test":
+    if part == "test":  # before training: a config that does not run validation's choice is refused at once
         check_chosen(shipped, family, choices(job, dims, results, "sampling"), config_path.name)
+    run, resolved, train_seconds = train_or_reuse(config_path, seed, runs, overrides)
     trained = TrainedModel.load(run, "cpu")
     clean, slab = evaluation_stack(trained.config, part)
     default = shipped_options(shipped)
