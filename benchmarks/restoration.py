@@ -48,7 +48,6 @@ from medsynth.synthesis.apply import TrainedModel, run_on_volume
 from medsynth.training import RunDirectory, Trainer, load_experiment
 from medsynth.training.dataset import load_volumes, slab_bounds
 from medsynth.training.experiment import experiment_to_dict
-from medsynth.training.run_dir import checkpoint_name
 from medsynth.validation.fidelity import bm3d_rician, nlm_rician, slice_scores
 from medsynth.validation.provenance import config_hash, provenance
 
@@ -97,8 +96,7 @@ def train_or_reuse(config_path: Path, seed: int, runs: Path, overrides: list[str
     if directory.exists():
         if config_hash(_trained_by(directory.read_config())) != config_hash(_trained_by(config)):
             raise SystemExit(f"{run}: holds a run of another config; remove it or use another --runs")
-        done = directory.latest_checkpoint()
-        if done is None or done.name != checkpoint_name(config.train.steps):
+        if not directory.is_finished(config.train.steps):
             config.description = directory.read_config().description  # free text: may have been reworded
             Trainer(config, run, device="cpu", resume=True).fit()
     else:

@@ -137,6 +137,11 @@ class RunDirectory:
             raise MedsynthError(f"{display(pointer)}: points to a missing checkpoint {name!r}")
         return folder
 
+    def is_finished(self, steps: int) -> bool:
+        """Whether the latest checkpoint is that of step ``steps``: the run was trained to the end."""
+        latest = self.latest_checkpoint()
+        return latest is not None and latest.name == checkpoint_name(steps)
+
     def save_checkpoint(self, step: int, model: dict[str, torch.Tensor], ema: dict[str, torch.Tensor],
                         state: dict[str, Any]) -> Path:
         """Write a complete checkpoint for ``step`` and make it the latest; keep the newest two."""

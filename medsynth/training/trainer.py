@@ -99,6 +99,20 @@ def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
     return keys
 
 
+def resumed_config(run: RunDirectory, config: ExperimentConfig) -> ExperimentConfig:
+    """The config that continuing ``run`` with ``config`` trains: the run's own, with ``config``'s
+    ``train.steps``. Any other difference is refused, naming the fields: a run is only ever
+    continued, or reused, by the config that trained it."""
+    saved = run.read_config()
+    requested, stored = experiment_to_dict(config), experiment_to_dict(saved)
+    requested["train"]["steps"] = stored["train"]["steps"]
+    if requested != stored:
+        raise MedsynthError(f"{run.path}: the config differs from the run's in "
+                            f"{', '.join(_differences(stored, requested))}; only train.steps may change on --resume")
+    saved.train.steps = config.train.steps
+    return saved
+
+
 class _StopFlag:
     requested = False
 
@@ -159,16 +173,7 @@ class Trainer:
         self.progress = progress and self.ranks.is_main
         check_separate(self.run.path, [config.data.images, config.data.labels], "run directory")
         if resume:
-            saved = self.run.read_config()
-            requested = experiment_to_dict(config)
-            stored = experiment_to_dict(saved)
-            requested["train"]["steps"] = stored["train"]["steps"]
-            if requested != stored:
-                changed = _differences(stored, requested)
-                raise MedsynthError(f"{self.run.path}: the config differs from the run's in {', '.join(changed)}; "
-                                    "only train.steps may change on --resume")
-            saved.train.steps = config.train.steps
-            config = saved
+            config = resumed_config(self.run, config)
         else:
             self._check_fresh()
         self.ranks.barrier()  # every rank has checked the run directory before rank 0 writes to it

@@ -33,8 +33,7 @@ from medsynth.io.files import prepare_output_dir, write_json
 from medsynth.synthesis.apply import TrainedModel, output_seed
 from medsynth.training import RunDirectory, Trainer
 from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
-from medsynth.training.run_dir import checkpoint_name
-from medsynth.training.trainer import resolve_device
+from medsynth.training.trainer import resolve_device, resumed_config
 from medsynth.validation import compare_measure as measure
 from medsynth.validation.compare_config import (
     SPLIT_KEYS,
@@ -80,11 +79,13 @@ def _run_for(name: str, key: str, experiment: ExperimentConfig, train_slices: li
         return Path(runs[name]), exact
     run = out / "runs" / (name if key == FULL else f"{name}@{key}")
     config = dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, train_slices=train_slices))
-    finished = RunDirectory(run).latest_checkpoint()
-    if finished is None or finished.name != checkpoint_name(config.train.steps):
+    directory = RunDirectory(run)
+    if directory.exists():
+        resumed_config(directory, config)  # a run left by a comparison of another config is refused, not reused
+    if not directory.is_finished(config.train.steps):
         log.info("training %s on %d real slices (fraction %s, %s, %d steps) into %s", name, len(train_slices), key,
                  config.family, config.train.steps, run)
-        Trainer(config, run, device=device, resume=RunDirectory(run).exists(), progress=progress).fit()
+        Trainer(config, run, device=device, resume=directory.exists(), progress=progress).fit()
     return run, True
 
 

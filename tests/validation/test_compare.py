@@ -132,6 +132,15 @@ def test_compare_takes_finished_runs_and_checks_them(compared, tmp_path):
     assert result.exit_code == 1 and "another held-out split" in error_line(result)
 
 
+def test_a_comparison_never_reuses_a_run_of_another_config(compared, tmp_path):
+    import shutil
+
+    shutil.copytree(compared / "report", tmp_path / "report")
+    result = run("compare", compared / "compare.yaml", "--out", tmp_path / "report", "--device", "cpu",
+                 "--set", 'overrides=["train.lr=0.5"]')
+    assert result.exit_code == 1 and "differs from the run's in train.lr" in error_line(result)
+
+
 def test_compare_rejects_what_it_cannot_measure(tmp_path):
     denoise = {**experiment("gan"), "job": {"name": "denoise"}}
     with pytest.raises(MedsynthError, match="experiments.gan: compare measures label-conditioned 2D generate"):
