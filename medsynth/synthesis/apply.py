@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from medsynth.data.intensity import denormalize, intensity_scaling
+from medsynth.device import resolve_device
 from medsynth.errors import MedsynthError, check_count
 from medsynth.io import MedicalImage
 from medsynth.models import Synthesizer
@@ -27,7 +28,6 @@ from medsynth.models.samplers import SAMPLERS
 from medsynth.training.experiment import ExperimentConfig
 from medsynth.training.inference import load_synthesizer
 from medsynth.training.run_dir import RunDirectory
-from medsynth.training.trainer import resolve_device
 
 log = logging.getLogger("medsynth")
 #: 3D restoration runs in overlapping windows this many training patches a side, Gaussian-blended:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from medsynth.device import resolve_device
 from medsynth.errors import MedsynthError, display
 from medsynth.io.files import check_no_escape, check_separate, is_bookkeeping, remove_leftovers
 from medsynth.models import StepContext, Synthesizer, build_synthesizer
@@ -33,17 +34,6 @@ from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
 from medsynth.training.run_dir import RunDirectory
 
 log = logging.getLogger("medsynth")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; asking for CUDA without one is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise MedsynthError("--device cuda: no CUDA device is available (torch.cuda.is_available() is False)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise MedsynthError(f"--device {device}: use auto, cpu or cuda")
-    return torch.device(device)
 
 
 class EMA:

@@ -28,12 +28,13 @@ import numpy as np
 import torch
 
 from medsynth.config import apply_overrides, from_dict, to_dict
+from medsynth.device import resolve_device
 from medsynth.errors import MedsynthError
 from medsynth.io.files import prepare_output_dir, write_json
 from medsynth.synthesis.apply import TrainedModel, output_seed
 from medsynth.training import RunDirectory, Trainer
 from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
-from medsynth.training.trainer import resolve_device, resumed_config
+from medsynth.training.trainer import resumed_config
 from medsynth.validation import compare_measure as measure
 from medsynth.validation.compare_config import (
     SPLIT_KEYS,

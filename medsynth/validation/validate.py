@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
+from medsynth.device import resolve_device
 from medsynth.errors import MedsynthError, check_count
 from medsynth.io.files import check_separate, prepare_output_dir, write_json
 from medsynth.training.dataset import load_volumes
 from medsynth.training.experiment import DataConfig
-from medsynth.training.trainer import resolve_device
 from medsynth.validation import compare_measure as measure
 from medsynth.validation.feature_spaces import build_feature_spaces
 from medsynth.validation.features import load_feature_extractor, train_feature_network
