@@ -1,4 +1,6 @@
-"""``Synthesizer.network_evaluations`` counts the network calls ``sample`` really makes."""
+"""``Synthesizer.network_evaluations`` counts the network evaluations ``sample`` really makes: the
+images that go through the network per output image (a batched call, as classifier-free guidance
+makes, counts each image in it)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ TINY_LATENT = {"channels": [8, 16], "latent_channels": 2, "norm_num_groups": 8,
                "diffusion": {**TINY_DIFFUSION, "channels": [8, 16]}}
 
 
-def counted(module: torch.nn.Module) -> list[int]:
-    calls = [0]
-    module.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
-    return calls
+def counted(module: torch.nn.Module, outputs: int = 2) -> list[float]:
+    """Images through ``module`` per output image, for a sample of ``outputs`` images."""
+    seen = [0.0]
+    module.register_forward_hook(lambda _, args, __: seen.__setitem__(0, seen[0] + args[0].shape[0] / outputs))
+    return seen
 
 
 def one_hot(batch: int = 2) -> torch.Tensor:
@@ -34,7 +37,7 @@ def test_diffusion_counts_guidance_ensembles_and_strength(options):
     model = build_synthesizer("diffusion", 2, 3, TINY_DIFFUSION)
     calls = counted(model.network)
     model.sample(one_hot(), seed=0, **options)
-    assert model.network_evaluations(**options) == calls[0]  # per image: the batch goes through each call
+    assert model.network_evaluations(**options) == calls[0]
     if options.get("guidance_scale", 1.0) != 1.0:
         assert model.network_evaluations(**options) == 2 * model.network_evaluations(**{**options,
                                                                                          "guidance_scale": 1.0})
@@ -42,7 +45,7 @@ def test_diffusion_counts_guidance_ensembles_and_strength(options):
 
 def test_unconditional_diffusion_has_no_guidance_calls():
     model = build_synthesizer("diffusion", 2, 0, {**TINY_DIFFUSION, "guidance_scale": 3.0})
-    calls = counted(model.network)
+    calls = counted(model.network, outputs=1)
     model.sample(None, seed=0, shape=(1, 1, 8, 8))
     assert model.network_evaluations() == calls[0] == 3
 
