@@ -20,7 +20,7 @@ Sections (``--only`` picks some):
   volume in overlapping windows with Gaussian blending, with a seam check (error at window
   borders vs. window centres).
 
-``--quick`` (under 10 minutes on 2 CPU cores) uses short runs, few held-out slices and trains the
+``--quick`` (about a quarter of an hour on 2 CPU cores) uses short runs, few held-out slices and trains the
 sampling models briefly (quality figures are then indicative; ratios of speed are not affected).
 Full mode trains the ready-made CPU configs (or reuses them in ``--runs``) and takes about an hour
 and a half. Results: ``benchmarks/results/performance_{quick,full}.json`` and
@@ -549,7 +549,7 @@ SECTIONS = ["peak", "network", "families", "training", "pipeline", "sampling", "
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short runs (< 10 min on 2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="short runs (about a quarter of an hour on 2 CPU cores)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=SECTIONS)
     parser.add_argument("--runs", type=Path, default=Path("runs/bench"),
                         help="full mode: where the sampling section trains (or finds) its models")
