@@ -202,13 +202,17 @@ def example_row(job: str, dims: int, condition: str, folder: Path = RECORDS) -> 
 
 
 def provenance_line(records: list[dict]) -> str:
-    blocks = [r["provenance"] for r in records]
+    return f"Records: {len(records)}; {provenance_summary([r['provenance'] for r in records])}"
+
+
+def provenance_summary(blocks: list[dict]) -> str:
+    """Commits, dates, machines and torch versions of some provenance blocks, in one sentence."""
     commits = sorted({b["commit"][:12] + ("+dirty" if b["commit"].endswith("+dirty") else "") for b in blocks})
     dates = sorted(b["date"][:10] for b in blocks)
     machines = sorted({f"{b['cpu']} ({b['cores']} cores)" for b in blocks})
     torch_versions = sorted({b["packages"].get("torch", "?") for b in blocks})
-    return (f"Records: {len(records)}; commits {', '.join(commits)}; {dates[0]} to {dates[-1]}; "
-            f"{'; '.join(machines)}; torch {', '.join(torch_versions)}.")
+    return (f"commits {', '.join(commits)}; {dates[0]} to {dates[-1]}; {'; '.join(machines)}; "
+            f"torch {', '.join(torch_versions)}.")
 
 
 # performance (benchmarks/run.py) ------------------------------------------------------------------------
@@ -221,21 +225,18 @@ FEW_STEPS = "within 0.5 dB of DDPM-1000 at <= 10 evaluations, >= 100x faster"
 def performance_rows(section: str, entry: dict) -> list[tuple[str, str, str]]:
     """(measure, measured, target) rows of one section of ``performance_*.json``. Each ratio was
     measured side by side in one run, so it holds on a busy machine where absolute rates do not."""
+    entry = {key: value for key, value in entry.items() if key != "provenance"}
     rows = []
     if section == "peak":
         rows.append(("measured peak, 3x3 conv / matmul", f"{entry['conv3x3_gflops']:.0f} / "
                      f"{entry['matmul_gflops']:.0f} GFLOP/s", ""))
     elif section == "network":
         for family, item in entry.items():
-            if family == "provenance":
-                continue
             shares = {layout: item[layout]["fraction_of_conv_peak"] for layout in ("contiguous", "channels_last")}
             rows.append((f"{family} sampling step, FLOP/s / conv peak",
                          ", ".join(f"{v:.0%} {k}" for k, v in shares.items()), ">= 40%"))
     elif section == "families":
         for job, item in entry.items():
-            if job == "provenance":
-                continue
             rows.append((f"{job}: GAN / diffusion images/s at defaults ({item['size'][0]}x{item['size'][1]}, "
                          f"batch {item['batch']})", f"{item['gan_over_diffusion']:.0f}x (diffusion: "
                          f"{item['diffusion']['network_evaluations']} evaluations per image)", ""))
@@ -245,13 +246,10 @@ def performance_rows(section: str, entry: dict) -> list[tuple[str, str, str]]:
                      ">= 1.0x"))
     elif section == "pipeline":
         for family, item in entry.items():
-            if family != "provenance":
-                rows.append((f"`augment` / its network calls, volumes/s ({family})",
-                             f"{item['augment_over_network_only']:.0%}", ">= 85%"))
+            rows.append((f"`augment` / its network calls, volumes/s ({family})",
+                         f"{item['augment_over_network_only']:.0%}", ">= 85%"))
     elif section == "sampling":
         for job, item in entry.items():
-            if job == "provenance":
-                continue
             reference = item["ddpm-1000"]
             baseline = "nlm" if "nlm" in item else "cubic"
             rows.append((f"{job}, {item['images']} validation images: DDPM-1000 / {baseline} / input",
@@ -264,8 +262,6 @@ def performance_rows(section: str, entry: dict) -> list[tuple[str, str, str]]:
                                  FEW_STEPS if value["network_evaluations"] <= 10 else ""))
     elif section == "memory":
         for case, item in entry.items():
-            if case == "provenance":
-                continue
             if "error" in item:
                 rows.append((f"memory {case}", f"failed: {item['error']}", ""))
                 continue
@@ -290,7 +286,7 @@ def performance_section(mode: str, report: dict) -> list[str]:
     for name, entry in report.items():
         if not isinstance(entry, dict) or "provenance" not in entry:
             continue
-        out += [f"**{name}** ({provenance_line([entry])[len('Records: 1; '):]})\n",
+        out += [f"**{name}** ({provenance_summary([entry['provenance']])})\n",
                 "| measure | measured | target |", "|---|---|---|"]
         out += [f"| {m} | {v} | {t} |" for m, v, t in performance_rows(name, entry)]
         out.append("")
