@@ -494,7 +494,8 @@ def _decoded(path: Path, header: Dataset, frames: int) -> np.ndarray:
 def _codec_hint(header: Dataset) -> str:
     """`` in <transfer syntax>`` and what decodes it, for a compressed file."""
     syntax = getattr(getattr(header, "file_meta", None), "get", lambda _: None)("TransferSyntaxUID")
-    if syntax is None or not getattr(syntax, "is_compressed", False):
+    # is_compressed raises on a UID that is not a transfer syntax (a corrupt header): ask that first
+    if not getattr(syntax, "is_transfer_syntax", False) or not syntax.is_compressed:
         return ""
     return (f" in {syntax.name} ({syntax}); medsynth decodes compressed DICOM with python-gdcm, installed with "
             "it (pip install python-gdcm)")

@@ -16,7 +16,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from medsynth.data.samples import mni152, pydicom_test_file
@@ -87,6 +87,7 @@ def check_one(tmp_path: Path, sources: dict[str, bytes], name: str, mutation: tu
 @SHORT
 @given(name=st.sampled_from(["MR_small.dcm", "CT_small.dcm", "anatomical.nii", "mni.nii", "mni.nii.gz"]),
        mutation=mutations)
+@example(name="MR_small.dcm", mutation=("flip", [(254, 1)]))  # a transfer syntax UID that names no transfer syntax
 def test_mutated_files_read_or_fail_cleanly(tmp_path, sources, name, mutation):
     check_one(tmp_path, sources, name, mutation)
 
