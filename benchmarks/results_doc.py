@@ -61,6 +61,10 @@ marked `+dirty` ran with uncommitted changes in the working tree.
   with the Rician bias correction `sqrt(max(x^2 - 2 sigma^2, 0))`; the cubic spline between
   thick-slice centres; `l1` is the GAN's generator trained with plain L1 on the same data and
   steps (what the adversarial part adds).
+- **Self-supervised** (`self_l1`, `self_gan`, `self_diffusion`: `--self`, `benchmarks/self_supervised.py`).
+  Each is trained on the degraded stack it restores (the same voxels every other method gets) and
+  never sees a clean voxel; the default family of each job is the one chosen on validation
+  ([how it works](self-supervised.md)).
 """
 
 
@@ -160,6 +164,9 @@ def _word(text: str) -> str:
 def chosen_on_validation(job: str, dims: int, folder: Path = RECORDS) -> set[str]:
     """The settings validation chose (``benchmarks/restoration.py`` saves them), as method names."""
     names = set()
+    self_choice = folder / "validation" / f"{job}_{dims}d_self_choices.json"
+    if self_choice.exists():  # benchmarks/self_supervised.py: the default --self family
+        names.add(f"self_{json.loads(self_choice.read_text())['family']}")
     for kind in ("baseline", "sampling"):
         path = folder / "validation" / f"{job}_{dims}d_{kind}_choices.json"
         choices = json.loads(path.read_text()) if path.exists() else {}
@@ -301,6 +308,55 @@ def load_performance(folder: Path = COMPARISONS) -> dict[str, dict]:
             for mode in PERFORMANCE if (folder / f"performance_{mode}.json").exists()}
 
 
+SELF_TARGETS = {  # job, dims, condition, the methods each self-supervised family is measured against
+    "super_resolve": (2, "x4", ("cubic", *FAMILIES), "beats cubic and every template-trained model in PSNR and SSIM"),
+    "denoise": (2, "sigma_0.05", ("nlm",), "PSNR within 0.5 dB of NLM (lower end of the interval above -0.5)"),
+}
+TIMING = ROOT / "benchmarks" / "results" / "self_supervised_timing.json"
+
+
+def self_supervised_section(test: list[dict]) -> list[str]:
+    """``--self`` against its targets: paired differences on the test slab, and time to result."""
+    out = []
+    for job, (dims, condition, others, target) in SELF_TARGETS.items():
+        group = defaultdict(list)
+        for r in test:
+            if (r["job"], r["dims"], r["condition"]) == (job, dims, condition):
+                group[r["method"]].append(r)
+        selves = sorted(m for m in group if m.startswith("self_"))
+        if not selves:
+            continue
+        if not out:
+            out.append("## Self-supervised restoration (`--self`) against its targets\n")
+        out.append(f"### {JOBS[job]}, {dims}D, {condition}\n")
+        out.append(f"Target: {target}. Paired differences on the test slab (self-supervised minus the other).\n")
+        out.append("| method | vs | PSNR difference | SSIM difference |")
+        out.append("|---|---|---|---|")
+        for method in selves:
+            for other in (o for o in others if o in group):
+                cells = []
+                for metric in METRICS:
+                    scores, seeds = _matrix(group[method], metric)
+                    base, base_seeds = _matrix(group[other], metric)
+                    paired = base if base_seeds == seeds else np.broadcast_to(base.mean(axis=0), scores.shape)
+                    d = paired_difference(scores, paired)
+                    cells.append(f"{d.value:+.3f} [{d.low:+.3f}, {d.high:+.3f}] {_word(verdict(d))}")
+                out.append(f"| {method} | {other} | {cells[0]} | {cells[1]} |")
+        out.append("")
+    if TIMING.exists():
+        timing = json.loads(TIMING.read_text())
+        out.append("### Time to result\n")
+        out.append("| command | family | scan (voxels) | seconds, start to finish |")
+        out.append("|---|---|---|---|")
+        for job in ("super_resolve", "denoise"):
+            if job in timing:
+                t = timing[job]
+                scan = "x".join(map(str, t["scan"]))
+                out.append(f"| `{t['command']}` | {t['family']} | {scan} | {t['seconds']:.0f} |")
+        out.append("\n" + provenance_summary([timing["provenance"]]) + "\n")
+    return out
+
+
 def render(records: list[dict], comparisons: dict[str, dict] | None = None,
            performance: dict[str, dict] | None = None) -> str:
     test = [r for r in records if r["part"] == "test"]
@@ -324,6 +380,7 @@ def render(records: list[dict], comparisons: dict[str, dict] | None = None,
             out.append("### Validation slab: the choices\n")
             out.extend(validation_table(validation, job, dims, condition))
             out.append("\n" + provenance_line(val_records) + "\n")
+    out.extend(self_supervised_section(test))
     shipped = sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")
                      if p.stem.split("_")[0] in ("denoise", "super") and not p.stem.endswith(("_full", "_ct")))
     scored = {f"{r['job']}_{r['dims']}d_{r['method']}" for r in test}

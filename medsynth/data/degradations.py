@@ -204,18 +204,50 @@ def _slab_average(length: int, factor: int) -> np.ndarray:
     return average
 
 
+def slab_profile(length: int, factor: int, profile: str = "box", thickness: float = 1.0) -> np.ndarray:
+    """``(M, length)`` matrix: each thick slice as a weighted mean of the fine slices around its slab centre.
+
+    ``profile`` is the slice sensitivity profile: "box" (a flat slab) or "gaussian" (FWHM equal to the
+    width); the width is ``thickness * factor`` fine slices (``thickness``: slice thickness over slice
+    spacing, 1 for contiguous slices, below 1 with gaps, above 1 with overlap). Weights beyond the
+    volume are dropped and each row renormalised. A box of thickness 1 is exactly the slab average.
+    """
+    if profile not in ("box", "gaussian"):
+        raise ValueError(f"profile must be 'box' or 'gaussian', got {profile!r}")
+    if not thickness > 0:
+        raise ValueError(f"thickness must be positive, got {thickness}")
+    if profile == "box" and thickness == 1.0:
+        return _slab_average(length, factor)
+    width = thickness * factor
+    fine = np.arange(length, dtype=np.float64)
+    rows = []
+    for centre in _slab_centres(length, factor):
+        if profile == "box":  # overlap of each fine slice [j - 1/2, j + 1/2] with the slab
+            weights = np.clip(np.minimum(fine + 0.5, centre + width / 2) - np.maximum(fine - 0.5, centre - width / 2),
+                              0.0, None)
+        else:
+            sd = width / (2.0 * np.sqrt(2.0 * np.log(2.0)))
+            weights = np.exp(-0.5 * ((fine - centre) / sd) ** 2)
+        if weights.sum() <= 0:  # a slab thinner than one fine slice between two of them: the nearest
+            weights = (np.abs(fine - centre) == np.abs(fine - centre).min()).astype(np.float64)
+        rows.append(weights / weights.sum())
+    return np.stack(rows)
+
+
 def _along_axis(matrix: np.ndarray, array: np.ndarray, array_axis: int) -> np.ndarray:
     """Apply ``matrix`` (rows: new positions) to ``array`` along ``array_axis``."""
     return np.moveaxis(np.tensordot(matrix, np.moveaxis(array, array_axis, 0), axes=1), 0, array_axis)
 
 
 def thick_slices(
-    image: NdarrayOrTensor, factor: int, axis: int = -1, return_low_res: bool = False, interpolation: str = "linear"
+    image: NdarrayOrTensor, factor: int, axis: int = -1, return_low_res: bool = False, interpolation: str = "linear",
+    profile: str = "box", thickness: float = 1.0,
 ) -> NdarrayOrTensor | tuple[NdarrayOrTensor, NdarrayOrTensor]:
     """Simulate a thick-slice acquisition along ``axis`` and resample it back to the original grid.
 
-    Every run of ``factor`` consecutive slices is averaged (a box slice profile of width
-    ``factor`` slices), one slice per run is kept, and the result is interpolated (``interpolation``:
+    Every run of ``factor`` consecutive slices is averaged (by default a box slice profile of width
+    ``factor`` slices; ``profile`` and ``thickness`` as in :func:`slab_profile`), one slice per run
+    is kept, and the result is interpolated (``interpolation``:
     "linear" or "cubic", :func:`interpolate_slabs`) back at the original slice positions
     (constant beyond the first and last slab centres), so the
     condition of super-resolution lies on the target grid (the degradation model of e.g. SMORE,
@@ -237,7 +269,7 @@ def thick_slices(
     array = _as_numpy(image)
     array_axis = _array_axis(axis, array.ndim - 1)
     length = array.shape[array_axis]
-    low_res = _along_axis(_slab_average(length, int(factor)), array, array_axis)
+    low_res = _along_axis(slab_profile(length, int(factor), profile, thickness), array, array_axis)
     degraded = _like(_along_axis(slab_interpolation(length, int(factor), interpolation), low_res, array_axis), image)
     if not return_low_res:
         return degraded
@@ -414,6 +446,7 @@ class RandThickSlicesd(_RandDegradationd):
         factor_range: ``(low, high)`` inclusive integer range of slices per thick slice.
         axis: spatial axis of the slices (default the last).
         interpolation: "linear" or "cubic": how the thick slices are put back on the grid.
+        profile, thickness: the slice profile (:func:`slab_profile`).
         prob: probability of degrading a sample.
         allow_missing_keys: do not fail on missing keys.
     """
@@ -424,6 +457,8 @@ class RandThickSlicesd(_RandDegradationd):
         factor_range: Sequence[int] = (2, 4),
         axis: int = -1,
         interpolation: str = "linear",
+        profile: str = "box",
+        thickness: float = 1.0,
         prob: float = 1.0,
         allow_missing_keys: bool = False,
     ) -> None:
@@ -435,12 +470,15 @@ class RandThickSlicesd(_RandDegradationd):
         self.axis = axis
         slab_interpolation(1, 1, interpolation)  # fail early on an unknown kind
         self.interpolation = interpolation
+        slab_profile(1, 1, profile, thickness)  # fail early on an unknown profile
+        self.profile, self.thickness = profile, float(thickness)
 
     def sample_params(self) -> dict[str, Any]:
         return {"factor": int(self.R.randint(self.factor_range[0], self.factor_range[1] + 1))}
 
     def degrade(self, image: NdarrayOrTensor, rng: np.random.Generator) -> NdarrayOrTensor:
-        return thick_slices(image, self.params["factor"], self.axis, interpolation=self.interpolation)
+        return thick_slices(image, self.params["factor"], self.axis, interpolation=self.interpolation,
+                            profile=self.profile, thickness=self.thickness)
 
 
 class RandKSpaceTruncationd(_RandDegradationd):

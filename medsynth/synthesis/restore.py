@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medsynth.data import interpolate_slabs
+from medsynth.data.noise import estimate_noise_sigma, rician_mean_inverse
 from medsynth.errors import MedsynthError, check_count, display
 from medsynth.io import ImageSource, MedicalImage, find_input_images, write_dicom_series, write_nifti
 from medsynth.io.files import check_separate, folder_lock, inside_output, is_nifti, nifti_stem, prepare_output_dir
@@ -32,18 +33,30 @@ from medsynth.synthesis.apply import (
     run_on_volume,
     to_model_space,
 )
+from medsynth.synthesis.self_supervised import (
+    SelfTraining,
+    check_keep_model,
+    self_run_dir,
+    train_self,
+)
+from medsynth.training.self_supervised import plane_axes
 
 log = logging.getLogger("medsynth")
 #: largest ``--factor`` accepted (0.25 mm slices from 8 mm ones)
 MAX_FACTOR = 32
+#: fused super-resolution: seed offset of the second plane's pass
+OTHER_PLANE_SEED = 1_000_003
+#: self-supervised denoising: the noise level is measured where the estimate exceeds this (of [0, 1])
+SIGNAL_FLOOR = 0.2
 
 
 def restore(
     input_path: str | os.PathLike,
     output_path: str | os.PathLike,
-    model: str | os.PathLike | TrainedModel,
+    model: str | os.PathLike | TrainedModel | None,
     job: str,
     *,
+    self_training: SelfTraining | None = None,
     steps: int | None = None,
     sampler: str | None = None,
     seed: int = 0,
@@ -61,7 +74,10 @@ def restore(
     NIfTI, DICOM series as DICOM series.
 
     Args:
+        model: a run directory (or loaded model) trained for ``job``; ``None`` with ``self_training``.
         job: ``denoise`` or ``super_resolve``; a model trained for another job is refused.
+        self_training: instead of ``model``, train one model per scan on that scan alone
+            (``--self``, :mod:`medsynth.synthesis.self_supervised`) and apply it.
         factor: super-resolve only: slices per thick slice; default from the voxel size.
         flips: average over flipped copies of the input (``2 ** dims`` passes); default: the
             model config's ``job.flip_ensemble``.
@@ -81,11 +97,16 @@ def restore(
                             "DICOM series; give an output folder")
     if keep_study:
         _check_keep_study(sources)
-    trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
-    trained.require_job(job)
-    options = trained.sampling_options(steps, sampler)
-    if flips is not None:
-        options["flips"] = flips
+    if (model is None) == (self_training is None):
+        raise MedsynthError("give either --model (a trained run) or --self (train on each scan), not both or neither")
+    if self_training is not None:
+        self_training.check()
+        check_keep_model(self_training, input_path, output_path, len(sources))
+        trained = None
+    else:
+        trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
+        trained.require_job(job)
+        options = _options(trained, steps, sampler, flips)
     if single_file:
         output_path.parent.mkdir(parents=True, exist_ok=True)
         targets = [output_path]
@@ -98,8 +119,16 @@ def restore(
         for source, target in show_progress(list(zip(sources, targets, strict=True)), desc=job.replace("_", "-"),
                                             unit="image", enabled=progress):
             image = source.read()
-            result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
-                                  batch_size=batch_size, factor=factor, options=options)
+            if self_training is not None:
+                with self_run_dir(self_training, source, len(sources)) as run_dir:
+                    trained = train_self(image, source, job, self_training, run_dir, factor=factor, device=device,
+                                         progress=progress)
+                    options = _options(trained, steps, sampler, flips)
+                    result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
+                                          batch_size=batch_size, factor=factor, options=options)
+            else:
+                result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
+                                      batch_size=batch_size, factor=factor, options=options)
             if not single_file:
                 target = inside_output(output_path, target.relative_to(output_path))
             if source.series is None:
@@ -112,6 +141,14 @@ def restore(
                     derivation=f"medsynth {job.replace('_', '-')} with a {trained.family} model "
                                f"({trained.run_dir.name}), seed {seed}"))
     return written
+
+
+def _options(trained: TrainedModel, steps: int | None, sampler: str | None, flips: bool | None) -> dict:
+    """``run_on_volume``'s options for ``trained``: its sampler settings and the flip ensemble if given."""
+    options = trained.sampling_options(steps, sampler)
+    if flips is not None:
+        options["flips"] = flips
+    return options
 
 
 def _check_keep_study(sources: list[ImageSource]) -> None:
@@ -182,12 +219,36 @@ def fine_affine(affine: np.ndarray, axis: int, factor: int) -> np.ndarray:
     return affine @ step
 
 
+def _in_other_plane(trained: TrainedModel, condition: np.ndarray, *, seed: int, batch_size: int,
+                    options: dict) -> np.ndarray:
+    """A 2D super-resolution model run on the other plane that contains its restored axis.
+
+    The model restores one patch axis; swapping the slice axis with the third axis keeps the
+    restored axis where the model expects it while the slices now cross the volume the other way.
+    """
+    slice_axis = trained.config.data.slice_axis
+    _, other = plane_axes(slice_axis, trained.config.job.degrade_axis)
+    swapped = np.ascontiguousarray(np.swapaxes(condition, slice_axis, other))
+    out = run_on_volume(trained, swapped[None], seed=seed + OTHER_PLANE_SEED, batch_size=batch_size, **options)
+    return np.swapaxes(out, slice_axis, other)
+
+
+def _undo_rician_mean(out: np.ndarray, noisy: np.ndarray, name: str) -> np.ndarray:
+    """A self-supervised denoiser's output is the Rician mean of each voxel: map it back to the signal
+    with the noise level measured on the scan, over the voxels well above the noise floor."""
+    sigma = estimate_noise_sigma(noisy, mask=out > SIGNAL_FLOOR)
+    log.info("%s: noise level %.4f of the intensity range (estimated); Rician bias removed", name, sigma)
+    return rician_mean_inverse(out, sigma)
+
+
 def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: int, batch_size: int,
                  factor: int | None, options: dict) -> MedicalImage:
     x, space = to_model_space(image, trained.config)
     description = f"medsynth {job.replace('_', '-')} ({trained.family})"
     if job == "denoise":
         out = run_on_volume(trained, x[None], seed=seed, batch_size=batch_size, **options)
+        if trained.config.data.self_supervised and trained.config.job.noise == "rician":
+            out = _undo_rician_mean(out, x, image.name)
         result = from_model_space(out, space, series_description=description)
         # voxels outside the intensity range the model works in (CT window, MR percentiles) were
         # clipped on the way in: they keep their input values rather than the clip bound
@@ -214,5 +275,7 @@ def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: 
                             f"of {MAX_VOXELS}")
     condition = thick_to_fine(x, axis, factor, trained.config.job.interpolation) if factor > 1 else x
     out = run_on_volume(trained, condition[None], seed=seed, batch_size=batch_size, **options)
+    if trained.config.job.fuse_planes and trained.config.spatial_dims == 2:
+        out = (out + _in_other_plane(trained, condition, seed=seed, batch_size=batch_size, options=options)) / 2
     affine = fine_affine(ras_affine(image, space.orientation), axis, factor)
     return from_model_space(out, space, affine=affine, series_description=description)

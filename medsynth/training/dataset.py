@@ -24,7 +24,7 @@ from medsynth.data import (
 )
 from medsynth.data.intensity import intensity_scaling
 from medsynth.errors import MedsynthError
-from medsynth.io import find_input_images
+from medsynth.io import ImageSource, find_input_images
 from medsynth.io.monai_reader import to_metatensor
 from medsynth.io.pairing import check_label, pair_labels
 from medsynth.training.experiment import DataConfig, ExperimentConfig, JobConfig
@@ -42,19 +42,23 @@ class Volume:
     scaling: dict  # intensity scaling record (medsynth.data.intensity_scaling)
 
 
-def load_volumes(data: DataConfig, spatial_dims: int, *, split: bool = True) -> list[Volume]:
+def load_volumes(data: DataConfig, spatial_dims: int, *, split: bool = True,
+                 sources: list[ImageSource] | None = None) -> list[Volume]:
     """Read, reorient (RAS), resample and normalise every training image (and label) once.
 
     Without ``data.images``, the bundled MNI152 template and its tissue labels are used. Each
     image is scaled to [0, 1] by its modality's rule (CT window, or MR percentiles); with
     ``split``, MR percentiles come from the voxels of the training part only (the training
     slabs of a volume cut into slabs, see :func:`split_volumes`), so no statistic of a
-    validation or test voxel reaches training.
+    validation or test voxel reaches training. ``sources``: read these images instead of
+    searching ``data.images`` (one scan of a folder, for self-supervised training).
 
     Raises:
         MedsynthError: no usable image, label problems, or 2D images for a 3D config.
     """
-    if data.images is None:
+    if sources is not None:
+        items = [{"image": source.read(), "name": source.name} for source in sources]
+    elif data.images is None:
         from medsynth.data.samples import mni152
 
         if (data.modality or "").upper() == "CT":
@@ -299,7 +303,8 @@ def degradation(job: JobConfig, scaling: dict) -> Callable[[np.ndarray, int], np
         transform = RandKSpaceTruncationd("image", factor_range=job.factor, axes=job.degrade_axis)
     else:
         transform = RandThickSlicesd("image", factor_range=job.factor, axis=job.degrade_axis,
-                                     interpolation=job.interpolation)
+                                     interpolation=job.interpolation, profile=job.slice_profile,
+                                     thickness=job.slice_thickness)
     low, high = float(scaling.get("low", 0.0)), float(scaling.get("high", 1.0))
     in_hu = job.name == "denoise" and job.noise == "low_dose_ct"
 

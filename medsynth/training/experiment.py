@@ -54,6 +54,9 @@ class DataConfig:
     # slice along slice_axis of the training volumes (or slabs) in split order (training.dataset.
     # training_slice_names); `medsynth compare` sets it to train a generator on a fraction of the data
     train_slices: list[int] | None = None
+    # train on the one scan in `images` alone, with no split and no clean data (`--self`): super_resolve
+    # pairs from its high-resolution in-plane slices, denoise with Neighbor2Neighbor pairs (docs/self-supervised.md)
+    self_supervised: bool = False
 
     def validate(self) -> None:
         check_range(self, "patch_size", 4)
@@ -99,6 +102,10 @@ class JobConfig:
     factor: tuple[int, int] = (2, 4)  # super_resolve: through-plane factor range
     degrade_axis: int = -1  # super_resolve: spatial axis of the patch that is degraded
     interpolation: Literal["linear", "cubic"] = "linear"  # super_resolve thick slices -> the fine grid (condition)
+    slice_profile: Literal["box", "gaussian"] = "box"  # super_resolve thick_slices: slice sensitivity profile
+    slice_thickness: float = 1.0  # super_resolve thick_slices: thickness / spacing (< 1: gaps, > 1: overlap)
+    # 2D super_resolve: restore the axis in both planes that contain it and average (SMORE/ECLARE fusion)
+    fuse_planes: bool = False
     flip_ensemble: bool = False  # restoration: average the outputs over flips of every spatial axis (self-ensemble)
 
     def validate(self) -> None:
@@ -119,6 +126,7 @@ class JobConfig:
         if self.photons[0] > self.photons[1]:
             raise ValueError(f"photons: expected 0 < low <= high, got {list(self.photons)}")
         check_range(self, "factor", 1, 64)
+        check_range(self, "slice_thickness", 0.05, 10.0)
         if self.factor[0] > self.factor[1]:
             raise ValueError(f"factor: expected 1 <= low <= high, got {list(self.factor)}")
 
@@ -183,6 +191,15 @@ class ExperimentConfig:
                              f"got {short(list(self.data.patch_size))}")
         if self.data.train_slices is not None and self.spatial_dims != 2:
             raise ValueError("data.train_slices: selects 2D slices; a 3D config trains on whole training volumes")
+        if self.data.self_supervised:
+            if self.spatial_dims != 2 or self.job.name == "generate" or self.data.images is None:
+                raise ValueError("data.self_supervised: trains a 2D denoise or super_resolve model on one scan "
+                                 "(data.images)")
+            if self.job.name == "super_resolve" and (self.job.degradation != "thick_slices"
+                                                     or self.job.factor[0] != self.job.factor[1]):
+                raise ValueError("data.self_supervised: super_resolve learns one thick_slices factor, the scan's")
+        if self.job.fuse_planes and (self.spatial_dims != 2 or self.job.name != "super_resolve"):
+            raise ValueError("job.fuse_planes: fuses the two planes of a 2D super_resolve model")
         if not -self.spatial_dims <= self.job.degrade_axis < self.spatial_dims:
             raise ValueError(f"job.degrade_axis: {self.job.degrade_axis} is not an axis of a "
                              f"{self.spatial_dims}D patch")

@@ -25,6 +25,7 @@ import torch
 
 from medsynth.device import resolve_device
 from medsynth.errors import MedsynthError, display
+from medsynth.io import ImageSource
 from medsynth.io.files import check_no_escape, check_separate, is_bookkeeping, remove_leftovers
 from medsynth.models import StepContext, Synthesizer, build_synthesizer
 from medsynth.progress import progress
@@ -32,6 +33,7 @@ from medsynth.training.dataset import PatchSampler, Volume, make_condition, trai
 from medsynth.training.distributed import Ranks
 from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
 from medsynth.training.run_dir import RunDirectory
+from medsynth.training.self_supervised import neighbor_pairs, self_supervised_sources
 
 log = logging.getLogger("medsynth")
 
@@ -145,6 +147,10 @@ class Trainer:
         device: ``auto``, ``cpu`` or ``cuda``.
         resume: continue from the run's latest checkpoint.
         progress: show a progress bar.
+        time_limit: stop after this many seconds of training in this session (checkpoint saved,
+            ``summary["stopped_at_time_limit"]``): fewer steps than ``train.steps``, so the result
+            depends on the machine's speed; a run that finishes in time is unaffected.
+        sources: self-supervised runs: the scan to train on, instead of searching ``data.images``.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the run is data parallel: ``train.batch_size`` is per
     process, every rank draws the same global batch and trains on its share, gradients are
@@ -154,7 +160,8 @@ class Trainer:
     """
 
     def __init__(self, config: ExperimentConfig, run_dir: str | Path, device: str = "auto", resume: bool = False,
-                 progress: bool = True) -> None:
+                 progress: bool = True, time_limit: float | None = None,
+                 sources: list[ImageSource] | None = None) -> None:
         self.run = RunDirectory(run_dir)
         self.device = resolve_device(device)
         self.ranks = Ranks.from_environment("nccl" if self.device.type == "cuda" else "gloo")
@@ -169,6 +176,8 @@ class Trainer:
         self.ranks.barrier()  # every rank has checked the run directory before rank 0 writes to it
         self.config = config
         self.resume = resume
+        self.time_limit = time_limit
+        self.sources = sources
 
     def _check_fresh(self) -> None:
         """A new run needs an empty (or missing) directory: medsynth's own bookkeeping files aside."""
@@ -181,7 +190,10 @@ class Trainer:
     def _build(self) -> None:
         config = self.config
         torch.manual_seed(config.train.seed)
-        self.sampler, parts = training_sources(config)
+        if config.data.self_supervised:
+            self.sampler, parts = self_supervised_sources(config, self.sources)
+        else:
+            self.sampler, parts = training_sources(config)
         self.scaling = parts["train"][0].scaling
         self.model: Synthesizer = build_synthesizer(config.family, config.spatial_dims,
                                                     config.job.condition_channels, config.model).to(self.device)
@@ -218,8 +230,11 @@ class Trainer:
 
     def _batch(self, sampler: PatchSampler, size: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         target, label = sampler.sample(size, generator)
+        if self.config.data.self_supervised and self.config.job.name == "denoise":
+            condition, target = neighbor_pairs(target, generator)
+        else:
+            condition = make_condition(target, label, self.config.job, self.scaling, generator)
         batch = {"target": target}
-        condition = make_condition(target, label, self.config.job, self.scaling, generator)
         if condition is not None:
             batch["condition"] = condition
         return batch
@@ -319,6 +334,7 @@ class Trainer:
         bar = progress(range(start_step, train.steps), initial=start_step, total=train.steps, desc="train",
                        unit="step", enabled=self.progress)
         shown = self.model.progress_losses
+        stopped_early = False
         with _stop_on_interrupt() as stop:
             try:
                 for step in bar:
@@ -351,12 +367,21 @@ class Trainer:
                         ranks.barrier()
                         raise MedsynthError(f"interrupted; checkpoint saved at step {done} in {self.run.path}; "
                                             "continue with the same command and --resume")
+                    if (self.time_limit is not None and done < train.steps
+                            and ranks.any(time.perf_counter() - began > self.time_limit)):
+                        if not saved and main:
+                            self._save(done, seconds)
+                        log.warning("stopped at the time limit (%.0f s) after %d of %d steps; the result depends "
+                                    "on this machine's speed", self.time_limit, done, train.steps)
+                        stopped_early = True
+                        break
             finally:
                 bar.close()
         wall = time.perf_counter() - began
-        trained = train.steps - start_step
+        trained = (done if stopped_early else train.steps) - start_step
         summary = {
-            "steps": train.steps,
+            "steps": done if stopped_early else train.steps,
+            "stopped_at_time_limit": stopped_early,
             "steps_this_session": trained,
             "seconds_this_session": round(wall, 2),
             "seconds_total": round(elapsed_before + wall, 2),

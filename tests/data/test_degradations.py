@@ -15,6 +15,7 @@ from medsynth.data.degradations import (
     kspace_truncation,
     low_dose_ct_noise,
     rician_noise,
+    slab_profile,
     thick_slices,
 )
 
@@ -263,3 +264,24 @@ def test_dict_transforms_honour_prob_and_sample_in_range():
     photons = [dose.sample_params()["photons"] for _ in range(200)]
     assert 1e3 <= min(photons) and max(photons) <= 1e5
     assert 0.25 < np.mean(np.array(photons) < 1e4) < 0.75  # log-uniform: half the draws below 1e4
+
+
+def test_slice_profiles_weigh_the_slab_as_their_shape_says():
+    assert np.array_equal(slab_profile(10, 4), slab_profile(10, 4, "box", 1.0))  # the slab average, exactly
+    assert np.allclose(slab_profile(10, 4)[0], [0.25] * 4 + [0] * 6)
+    assert np.allclose(slab_profile(10, 4)[-1], [0] * 8 + [0.5, 0.5])  # a last, short slab: what it has
+    gaps = slab_profile(8, 4, "box", 0.5)  # 2-slice-thick slices every 4: the two central slices
+    assert np.allclose(gaps, [[0, 0.5, 0.5, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0.5, 0.5, 0]])
+    gaussian = slab_profile(16, 4, "gaussian", 1.0)
+    assert np.allclose(gaussian.sum(axis=1), 1.0)
+    assert np.allclose(gaussian[1, 2:6], gaussian[1, 6:10][::-1])  # symmetric about its centre, 5.5
+    assert gaussian[1, 4:8].sum() < 1.0 and gaussian[1, 3] > 0  # wider than the box: reaches the next slab
+    with pytest.raises(ValueError, match="profile"):
+        slab_profile(8, 4, "triangle")
+    with pytest.raises(ValueError, match="thickness"):
+        slab_profile(8, 4, "box", 0.0)
+    with pytest.raises(ValueError, match="profile"):
+        RandThickSlicesd("image", profile="lorentzian")
+    image = np.random.default_rng(0).random((1, 8, 16)).astype(np.float32)
+    _, low = thick_slices(image, 4, axis=-1, return_low_res=True, profile="box", thickness=0.5)
+    assert np.allclose(low[0, :, 0], image[0, :, 1:3].mean(axis=-1))
