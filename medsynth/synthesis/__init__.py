@@ -4,6 +4,7 @@ from medsynth.synthesis.apply import TrainedModel, run_on_volume
 from medsynth.synthesis.augment import augment, synthesize
 from medsynth.synthesis.mixing import OnTheFlySynthesis, SyntheticMixDataset
 from medsynth.synthesis.restore import restore
+from medsynth.synthesis.self_supervised import SelfTraining
 
-__all__ = ["OnTheFlySynthesis", "SyntheticMixDataset", "TrainedModel", "augment", "restore", "run_on_volume",
-           "synthesize"]
+__all__ = ["OnTheFlySynthesis", "SelfTraining", "SyntheticMixDataset", "TrainedModel", "augment", "restore",
+           "run_on_volume", "synthesize"]

@@ -120,6 +120,10 @@ def self_config(image: MedicalImage, source: ImageSource, job: str, training: Se
             raise MedsynthError(f"{image.name}: voxels of {' x '.join(f'{s:.2f}' for s in spacing)} mm have no thick "
                                 f"axis (at least {MIN_ANISOTROPY}x the in-plane spacing); nothing for --self to "
                                 "super-resolve")
+        coarse = float(max(spacing[a] for a in in_plane))
+        if coarse > 1.3 * fine:
+            log.warning("%s: in-plane voxels of %.2f x %.2f mm are not square; the pairs treat both in-plane axes as "
+                        "the target resolution", image.name, fine, coarse)
         factor = factor or max(2, round(spacing[thick] / fine))
         thickness = slice_thickness_mm(source)
         relative = 1.0 if thickness is None else thickness / spacing[thick]

@@ -9,6 +9,17 @@ import torch
 
 from medsynth.models import StepContext
 
+#: the smallest options of each family that still exercise every part: shared by the family tests
+TINY_OPTIONS = {
+    "diffusion": {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8,
+                  "num_head_channels": 8, "num_train_timesteps": 20, "num_inference_steps": 3},
+    "gan": {"channels": [8, 16], "noise_channels": 2, "spade_hidden": 8, "discriminator_channels": 8,
+            "discriminator_layers": 2},
+}
+TINY_OPTIONS["latent_diffusion"] = {
+    "channels": [8, 16], "latent_channels": 2, "norm_num_groups": 8, "autoencoder_steps": 2,
+    "diffusion": {**TINY_OPTIONS["diffusion"], "num_inference_steps": 2}}
+
 
 @pytest.fixture
 def step_context():

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from medsynth.models import Synthesizer, build_synthesizer
+from tests.models.conftest import TINY_OPTIONS
 
-TINY = {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8, "num_head_channels": 8,
-        "num_train_timesteps": 20, "num_inference_steps": 3}
+TINY = TINY_OPTIONS["diffusion"]
 
 
 def make(spatial_dims: int, condition_channels: int, **options):

@@ -5,9 +5,9 @@ import torch
 
 from medsynth.errors import MedsynthError
 from medsynth.models import Synthesizer, build_synthesizer, family_options
+from tests.models.conftest import TINY_OPTIONS
 
-TINY = {"channels": [8, 16], "noise_channels": 2, "spade_hidden": 8, "discriminator_channels": 8,
-        "discriminator_layers": 2}
+TINY = TINY_OPTIONS["gan"]
 SIGNALS = {"loss_d", "loss_g", "loss_adversarial", "loss_l1", "loss_feature_matching", "d_real_accuracy",
            "d_fake_accuracy", "grad_norm_d", "grad_norm_g", "diversity"}
 

@@ -15,11 +15,10 @@ from medsynth.models import Synthesizer, build_synthesizer
 from medsynth.models.latent import LOSS_KEYS
 from medsynth.training import Trainer, load_experiment
 from medsynth.training.inference import load_synthesizer
+from tests.models.conftest import TINY_OPTIONS
 
-TINY_DIFFUSION = {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8,
-                  "num_head_channels": 8, "num_train_timesteps": 20, "num_inference_steps": 2}
-TINY = {"channels": [8, 16], "latent_channels": 2, "norm_num_groups": 8, "autoencoder_steps": 2,
-        "diffusion": TINY_DIFFUSION}
+TINY = TINY_OPTIONS["latent_diffusion"]
+TINY_DIFFUSION = TINY["diffusion"]
 
 
 def make(spatial_dims: int, condition_channels: int, **options):
