@@ -49,7 +49,8 @@ SELF_MODELS = {
     "gan": {"model": _GAN, "steps": 250, "batch_size": 16, "flips": True},
     "diffusion": {"model": _DIFFUSION, "steps": 300, "batch_size": 8, "flips": False},
 }
-#: default ``--minutes``: training time; with inference, a 256x256x40 thick-slice scan fits 10 minutes on 2 cores
+#: default ``--minutes``: the most training time per scan (inference comes on top: the family's passes
+#: over the whole scan, measured in docs/results.md)
 DEFAULT_MINUTES = 7.0
 
 
