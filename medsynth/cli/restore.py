@@ -59,9 +59,7 @@ def _run(job: str, input_path: Path, output: Path, model: Path | None, self_trai
 
     if not self_train and (keep_model is not None or train_steps is not None):
         raise MedsynthError("--keep-model and --train-steps go with --self")
-    if self_train == (model is not None):
-        raise MedsynthError("give --model (a trained run) or --self (train on each scan), not both or neither")
-    training = None
+    training = None  # restore() refuses --model with --self, and neither
     if self_train:
         training = SelfTraining(family=family, minutes=minutes, steps=train_steps, keep_model=keep_model,
                                 slice_profile=slice_profile, seed=options["seed"])

@@ -136,6 +136,11 @@ def ras_affine(image: MedicalImage, orientation: np.ndarray) -> np.ndarray:
     return image.affine @ nib.orientations.inv_ornt_aff(orientation, image.array.shape)
 
 
+def ras_spacing(image: MedicalImage, orientation: np.ndarray) -> np.ndarray:
+    """Voxel size (mm) along each axis of the RAS-reordered array."""
+    return np.sqrt((ras_affine(image, orientation)[:3, :3] ** 2).sum(axis=0))
+
+
 def to_model_space(image: MedicalImage, config: ExperimentConfig) -> tuple[np.ndarray, ModelSpace]:
     """``image`` as the model saw its training data: RAS axes, intensities scaled to [0, 1].
 

@@ -30,6 +30,7 @@ from medsynth.synthesis.apply import (
     from_model_space,
     output_seed,
     ras_affine,
+    ras_spacing,
     run_on_volume,
     to_model_space,
 )
@@ -119,16 +120,13 @@ def restore(
         for source, target in show_progress(list(zip(sources, targets, strict=True)), desc=job.replace("_", "-"),
                                             unit="image", enabled=progress):
             image = source.read()
-            if self_training is not None:
+            if self_training is not None:  # the model is loaded in memory: a temporary run may go
                 with self_run_dir(self_training, source, len(sources)) as run_dir:
                     trained = train_self(image, source, job, self_training, run_dir, factor=factor, device=device,
                                          progress=progress)
-                    options = _options(trained, steps, sampler, flips)
-                    result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
-                                          batch_size=batch_size, factor=factor, options=options)
-            else:
-                result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
-                                      batch_size=batch_size, factor=factor, options=options)
+                options = _options(trained, steps, sampler, flips)
+            result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
+                                  batch_size=batch_size, factor=factor, options=options)
             if not single_file:
                 target = inside_output(output_path, target.relative_to(output_path))
             if source.series is None:
@@ -197,8 +195,7 @@ def restored_axis(trained: TrainedModel) -> int:
     config = trained.config
     if config.spatial_dims == 3:
         return config.job.degrade_axis % 3
-    in_plane = [a for a in range(3) if a != config.data.slice_axis]
-    return in_plane[config.job.degrade_axis % 2]
+    return plane_axes(config.data.slice_axis, config.job.degrade_axis)[0]
 
 
 def thick_to_fine(array: np.ndarray, axis: int, factor: int, kind: str = "linear") -> np.ndarray:
@@ -258,7 +255,7 @@ def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: 
     if x.ndim != 3:
         raise MedsynthError(f"{image.name}: super-resolution needs a 3D volume, got a 2D image")
     axis = restored_axis(trained)
-    spacing = np.sqrt((ras_affine(image, space.orientation)[:3, :3] ** 2).sum(axis=0))
+    spacing = ras_spacing(image, space.orientation)
     others = [spacing[a] for a in range(3) if a != axis]
     thickest = int(np.argmax(spacing))
     if factor is None:

@@ -22,7 +22,7 @@ import numpy as np
 from medsynth.errors import MedsynthError, display
 from medsynth.io import ImageSource, MedicalImage
 from medsynth.io.files import check_separate, is_inside
-from medsynth.synthesis.apply import TrainedModel, ras_affine, to_ras
+from medsynth.synthesis.apply import TrainedModel, ras_spacing, to_ras
 from medsynth.training import Trainer
 from medsynth.training.experiment import ExperimentConfig, experiment_from_dict
 
@@ -108,8 +108,7 @@ def self_config(image: MedicalImage, source: ImageSource, job: str, training: Se
     """
     if image.array.ndim != 3 or min(image.array.shape) < 2:
         raise MedsynthError(f"{image.name}: a 2D image; --self needs a 3D scan")
-    _, orientation = to_ras(image)
-    spacing = np.sqrt((ras_affine(image, orientation)[:3, :3] ** 2).sum(axis=0))
+    spacing = ras_spacing(image, to_ras(image)[1])
     thick = int(np.argmax(spacing))
     in_plane = [a for a in range(3) if a != thick]
     family_name = training.family or SELF_DEFAULT_FAMILY[job]

@@ -92,6 +92,7 @@ def neighbor_pairs(images: torch.Tensor, generator: torch.Generator) -> tuple[to
     # (xor 2) gives an adjacent voxel, never the diagonal one
     flip = 1 + torch.randint(2, first.shape, generator=generator)
     second = first ^ flip
+
     def pick(index: torch.Tensor) -> torch.Tensor:
         return cells.gather(-1, index.expand(b, c, -1, -1, -1))[..., 0]
 
