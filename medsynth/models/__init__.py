@@ -13,7 +13,7 @@ import torch
 
 from medsynth.config import ConfigError, from_dict
 from medsynth.errors import short
-from medsynth.models.base import StepContext, Synthesizer
+from medsynth.models.base import SampleOptions, StepContext, Synthesizer, split_options
 from medsynth.models.diffusion import DiffusionConfig, DiffusionSynthesizer
 from medsynth.models.gan import GANConfig, GANSynthesizer
 from medsynth.models.latent import LatentDiffusionConfig, LatentDiffusionSynthesizer
@@ -69,4 +69,5 @@ def parameter_counts(family: str, spatial_dims: int, condition_channels: int, op
     return dict(_COUNTS[key])
 
 
-__all__ = ["FAMILIES", "StepContext", "Synthesizer", "build_synthesizer", "family_options", "parameter_counts"]
+__all__ = ["FAMILIES", "SampleOptions", "StepContext", "Synthesizer", "build_synthesizer", "family_options",
+           "parameter_counts", "split_options"]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -119,9 +120,102 @@ class GridPadding:
         return image[(slice(None), slice(None), *self.crop)]
 
 
+@dataclass(frozen=True, eq=False)
+class SampleOptions:
+    """How :meth:`Synthesizer.sample` samples: every option any family understands.
+
+    ``None`` means the model's own default (its config's ``sampler``, ``num_inference_steps``,
+    ``guidance_scale``, ``ensemble``). A family lists the options it takes in ``sample_options``;
+    :func:`split_options` is the one place the others are told apart, so that ``sample`` refuses
+    them and a command line can note them and go on.
+
+    Attributes:
+        sampler: a name in :data:`medsynth.models.samplers.SAMPLERS` (iterative families).
+        steps: sampler steps (ignored by samplers that visit every timestep, such as ``ddpm``).
+        guidance: classifier-free guidance weight (1: the plain conditional model).
+        ensemble: average this many samples (seeds ``seed``, ``seed + 1``, ...): an estimate of
+            the posterior mean, the estimate that maximises PSNR.
+        flips: also average over every combination of flips of the spatial axes (geometric
+            self-ensemble, ``2 ** dims`` times the cost); flip ``k`` is sampled with seed ``seed + k``.
+        init: ``(B, 1, *spatial)`` image in [0, 1] to start from (SDEdit, Meng et al. 2022): it is
+            noised to ``strength`` of the schedule and denoised from there.
+        strength: fraction of the schedule to noise ``init`` to, in (0, 1] (``None``: 1).
+        clip: clip the result to [0, 1]; ``False`` returns the unclipped mean, for callers that
+            average further (overlapping windows) and clip once at the end.
+    """
+
+    sampler: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    ensemble: int | None = None
+    flips: bool = False
+    init: torch.Tensor | None = None
+    strength: float | None = None
+    clip: bool = True
+
+    def given(self) -> list[str]:
+        """Names of the options set away from their default."""
+        return [f.name for f in fields(self) if not _is_default(getattr(self, f.name), f.default)]
+
+    def replace(self, **changes: Any) -> SampleOptions:
+        return replace(self, **changes)
+
+    def describe(self) -> dict[str, Any]:
+        """The options given, as JSON-friendly values (``init`` as its shape), for manifests and reports."""
+        return {name: list(self.init.shape) if name == "init" else getattr(self, name) for name in self.given()}
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    return value is None if default is None else (not isinstance(value, torch.Tensor) and value == default)
+
+
+#: what every family takes: averaging and clipping are the shared loop's (:meth:`SamplingMixin.sample`)
+COMMON_OPTIONS = frozenset({"ensemble", "flips", "clip"})
+
+
+def split_options(model: Synthesizer, options: SampleOptions) -> tuple[SampleOptions, list[str]]:
+    """``options`` without those ``model`` does not take, and their names (empty when it takes all).
+
+    The one place a family's options are told from the others: ``sample`` refuses what is left
+    over; the trainer's previews and the command line drop it (the command line with a note).
+    """
+    refused = [name for name in options.given() if name not in model.sample_options]
+    defaults = SampleOptions()
+    return options.replace(**{name: getattr(defaults, name) for name in refused}), refused
+
+
+def refuse_options(model: Synthesizer, options: SampleOptions) -> None:
+    """Raise for options ``model`` does not take, naming them and the ones it does.
+
+    Raises:
+        ValueError: ``"<family> does not take <names> ..."``.
+    """
+    _, refused = split_options(model, options)
+    if refused:
+        raise ValueError(f"the {model.family} family does not take the sampling option(s) {', '.join(refused)} "
+                         f"(it takes {', '.join(sorted(model.sample_options))})")
+
+
+def flip_subsets(spatial_dims: int) -> list[tuple[int, ...]]:
+    """Every combination of the spatial axes of a ``(B, C, *spatial)`` tensor, the empty one first."""
+    axes = range(2, 2 + spatial_dims)
+    return [dims for size in range(spatial_dims + 1) for dims in itertools.combinations(axes, size)]
+
+
+def ensemble_mean(member: Callable[[int], torch.Tensor], seed: int, count: int) -> torch.Tensor:
+    """The unclipped mean of ``count`` samples ``member(seed + k)``: the one ensemble loop of every family."""
+    total = None
+    for k in range(count):
+        out = member(seed + k)
+        if total is None:
+            total = torch.zeros_like(out)
+        total += out
+    return total / count
+
+
 def output_shape(condition: torch.Tensor | None, init: torch.Tensor | None, shape: tuple[int, ...] | None,
                  condition_channels: int) -> tuple[int, ...]:
-    """``(B, 1, *spatial)`` of a diffusion sample: ``shape``, else the grid of ``condition`` or ``init``.
+    """``(B, 1, *spatial)`` of a sample: ``shape``, else the grid of ``condition`` or ``init``.
 
     Raises:
         ValueError: a condition with the wrong channel count, or nothing to take the shape from.
@@ -135,24 +229,98 @@ def output_shape(condition: torch.Tensor | None, init: torch.Tensor | None, shap
     return tuple(shape) if shape is not None else (reference.shape[0], 1, *reference.shape[2:])
 
 
+class SamplingMixin:
+    """The sampling every family shares: options checked in one place, the flip ensemble, clipping.
+
+    A family implements ``_sample_mean(condition, shape, seed, options)``: the unclipped mean of
+    its ``options.ensemble`` (or default) samples on the grid of ``shape`` (through
+    :func:`ensemble_mean`), ``_evaluations_per_sample(options)`` and, if its default ensemble is
+    not one, ``_default_ensemble()``.
+    """
+
+    family: str
+    spatial_dims: int
+    condition_channels: int
+    sample_options: frozenset[str] = COMMON_OPTIONS
+
+    def _sample_mean(self, condition: torch.Tensor | None, shape: tuple[int, ...], seed: int,
+                     options: SampleOptions) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _default_ensemble(self) -> int:
+        return 1
+
+    def sampling_defaults(self) -> SampleOptions:
+        return SampleOptions(ensemble=self._default_ensemble())
+
+    def _evaluations_per_sample(self, options: SampleOptions) -> int:
+        raise NotImplementedError
+
+    def cost(self, options: SampleOptions | None = None) -> int:
+        """Network evaluations per output of :meth:`sample` with ``options``: the family's per
+        sample, times the ensemble and the flips. The one place a cost in network evaluations comes
+        from (``compare``, ``augment``, benchmarks).
+
+        Raises:
+            ValueError: options this family does not take.
+        """
+        options = options or SampleOptions()
+        refuse_options(self, options)
+        flips = len(flip_subsets(self.spatial_dims)) if options.flips else 1
+        return self._evaluations_per_sample(options) * (options.ensemble or self._default_ensemble()) * flips
+
+    @torch.no_grad()
+    def sample(self, condition: torch.Tensor | None, *, seed: int, shape: tuple[int, ...] | None = None,
+               options: SampleOptions | None = None) -> torch.Tensor:
+        """Images ``(B, 1, *spatial)`` in [0, 1] on the grid of ``condition`` (or ``options.init``, or ``shape``).
+
+        Args:
+            condition: ``(B, C, *spatial)``, or ``None`` for an unconditional model.
+            seed: seeds every draw: same seed, same images.
+            shape: ``(B, 1, *spatial)`` when there is neither a condition nor an ``init``.
+            options: how to sample (:class:`SampleOptions`); default: the model's own settings.
+
+        Raises:
+            ValueError: options the family does not take, a condition with the wrong channels.
+        """
+        options = options or SampleOptions()
+        refuse_options(self, options)
+        init = options.init
+        shape = output_shape(condition, init, shape, self.condition_channels)
+        subsets = flip_subsets(len(shape) - 2) if options.flips else [()]
+        total = None
+        for k, dims in enumerate(subsets):
+            def flip(tensor: torch.Tensor | None, dims: tuple[int, ...] = dims) -> torch.Tensor | None:
+                return tensor.flip(dims) if tensor is not None and dims else tensor
+
+            flipped = options.replace(init=flip(init))
+            out = flip(self._sample_mean(flip(condition), shape, seed + k, flipped))
+            total = out if total is None else total + out
+        mean = total / len(subsets)
+        return mean.clamp(0, 1) if options.clip else mean
+
+
 @runtime_checkable
 class Synthesizer(Protocol):
     """A conditional generator: condition ``(B, C, *spatial)`` (or nothing) to image ``(B, 1, *spatial)``.
 
     Images are in [0, 1] (the data layer's normalised range); conditions are images in [0, 1]
     (denoise, super-resolve) or one-hot label maps (generate). Families are ``nn.Module`` s, so
-    ``state_dict``/``load_state_dict``/``to`` come with them.
+    ``state_dict``/``load_state_dict``/``to`` come with them; they sample through
+    :class:`SamplingMixin`.
     """
 
     family: str
     spatial_dims: int
+    condition_channels: int
     #: the losses a progress bar shows (of those ``training_step`` returns; NaN ones are skipped)
     progress_losses: tuple[str, ...]
+    #: the fields of :class:`SampleOptions` this family takes (the others are refused)
+    sample_options: frozenset[str]
 
-    @property
-    def sampler_config(self) -> Any:
-        """The options of the family's iterative sampler (sampler, steps, schedule: a
-        ``DiffusionConfig``), or ``None`` for a family that samples in one pass."""
+    def sampling_defaults(self) -> SampleOptions:
+        """The options :meth:`sample` uses where a field is ``None``: the model's config (sampler,
+        steps, guidance, ensemble)."""
 
     def parameter_groups(self) -> dict[str, dict]:
         """One optimizer per entry, in ``torch.optim`` param-group style: ``{"params": [...]}`` plus
@@ -165,11 +333,11 @@ class Synthesizer(Protocol):
     def training_step(self, batch: dict[str, torch.Tensor], context: StepContext) -> dict[str, float]:
         """One optimisation step on ``batch`` (``target`` and, if conditional, ``condition``); returns losses."""
 
-    def network_evaluations(self, **options) -> int:
-        """Network calls per image that :meth:`sample` makes with these ``options``: sampler steps,
-        two per step with classifier-free guidance, times an ensemble, plus any decoder pass. The
-        one place a cost in network evaluations comes from (``compare``, ``augment``, benchmarks)."""
+    def cost(self, options: SampleOptions | None = None) -> int:
+        """Network evaluations per output of :meth:`sample` with ``options``: sampler steps, two per
+        step with classifier-free guidance, plus any decoder pass, times the ensemble and flips."""
 
-    def sample(self, condition: torch.Tensor | None, *, seed: int, **options) -> torch.Tensor:
+    def sample(self, condition: torch.Tensor | None, *, seed: int, shape: tuple[int, ...] | None = None,
+               options: SampleOptions | None = None) -> torch.Tensor:
         """Images ``(B, 1, *spatial)`` in [0, 1] on the grid of ``condition`` (with ``clip=False``:
         the unclipped mean of the family's samples, for callers that average further)."""

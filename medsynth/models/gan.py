@@ -36,7 +36,17 @@ from torch import nn
 
 from medsynth.config import check_range
 from medsynth.errors import short
-from medsynth.models.base import MAX_WIDTH, GridPadding, StepContext, check_patch_stride, check_widths, conv_parameters
+from medsynth.models.base import (
+    MAX_WIDTH,
+    GridPadding,
+    SampleOptions,
+    SamplingMixin,
+    StepContext,
+    check_patch_stride,
+    check_widths,
+    conv_parameters,
+    ensemble_mean,
+)
 
 
 @dataclass
@@ -179,7 +189,7 @@ class SpadeUNetGenerator(nn.Module):
         return condition + out if self.residual else torch.sigmoid(out)
 
 
-class GANSynthesizer(nn.Module):
+class GANSynthesizer(SamplingMixin, nn.Module):
     """Conditional GAN behind the :class:`~medsynth.models.base.Synthesizer` interface.
 
     Args:
@@ -208,8 +218,6 @@ class GANSynthesizer(nn.Module):
                     nn.utils.parametrizations.spectral_norm(module)
         self.adversarial = PatchAdversarialLoss(criterion=config.adversarial)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # counts lazy-R1 intervals; in checkpoints
-
-    sampler_config = None  # one forward pass: nothing to choose
 
     def parameter_groups(self) -> dict[str, dict]:
         betas = tuple(self.config.betas)
@@ -292,58 +300,23 @@ class GANSynthesizer(nn.Module):
             result["r1"] = float(r1.detach())
         return result
 
-    def network_evaluations(self, *, ensemble: int = 1, **_: object) -> int:
-        """Generator calls per image of :meth:`sample`: one per ensemble member (diffusion options
-        such as ``num_inference_steps`` or ``guidance_scale`` change nothing)."""
-        return ensemble
+    def _evaluations_per_sample(self, options: SampleOptions) -> int:
+        return 1  # one generator pass
 
-    @torch.no_grad()
-    def sample(
-        self,
-        condition: torch.Tensor | None,
-        *,
-        seed: int,
-        shape: tuple[int, ...] | None = None,
-        ensemble: int = 1,
-        sampler: str | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        init: torch.Tensor | None = None,
-        strength: float = 1.0,
-        clip: bool = True,
-    ) -> torch.Tensor:
-        """Generate images in [0, 1] in one network evaluation.
-
-        Args:
-            condition: ``(B, C, *spatial)``, or ``None`` for an unconditional model (then give ``shape``).
-            seed: seeds the noise maps: same seed, same images.
-            shape: ``(B, 1, *spatial)`` when there is no condition.
-            ensemble: average this many outputs (seeds ``seed``, ``seed + 1``, ...).
-            sampler, num_inference_steps, guidance_scale: diffusion options, ignored (a GAN
-                samples in one step), accepted so callers need not ask which family they hold.
-            init, strength: variations of an image are a diffusion feature; a GAN refuses them.
-            clip: clip the result to [0, 1]; ``False`` returns the unclipped mean, for callers that
-                average further (flip ensembles, overlapping windows) and clip once at the end.
-        """
-        if init is not None:
-            raise ValueError("variations of an image (init/strength) need a diffusion model; this is a GAN")
-        given = 0 if condition is None else condition.shape[1]
-        if given != self.condition_channels:
-            raise ValueError(f"this model takes a condition of {self.condition_channels} channels, got {given}")
-        if condition is None and shape is None:
-            raise ValueError("an unconditional sample needs `shape`")
-        shape = shape or (condition.shape[0], 1, *condition.shape[2:])
+    def _sample_mean(self, condition: torch.Tensor | None, shape: tuple[int, ...], seed: int,
+                     options: SampleOptions) -> torch.Tensor:
+        """The unclipped mean of ``options.ensemble`` outputs (noise maps seeded ``seed``, ``seed + 1``, ...)."""
         device = next(self.generator.parameters()).device
         grid = GridPadding.to_multiple(tuple(shape[2:]), self.generator.stride)
         if condition is not None:
             condition = grid.pad(condition.to(device))
-        total = torch.zeros((shape[0], 1, *grid.shape), device=device)
-        for k in range(ensemble):
-            generator = torch.Generator().manual_seed(seed + k)
 
-            def draw(size: tuple[int, ...], generator: torch.Generator = generator) -> torch.Tensor:
+        def member(seed: int) -> torch.Tensor:
+            generator = torch.Generator().manual_seed(seed)
+
+            def draw(size: tuple[int, ...]) -> torch.Tensor:
                 return torch.randn(size, generator=generator).to(device)
 
-            total += self._generate(condition, draw, shape[0], grid.shape).float()
-        mean = total / ensemble
-        return grid.crop_back(mean.clamp(0, 1) if clip else mean)  # clip the mean, as the diffusion family
+            return self._generate(condition, draw, shape[0], grid.shape).float()
+
+        return grid.crop_back(ensemble_mean(member, seed, options.ensemble or 1))

@@ -24,19 +24,27 @@ run continues in the right stage with the same scale.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
-from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+from monai.networks.nets import AutoencoderKL
 from torch import nn
 
 from medsynth.config import check_range
 from medsynth.errors import short
-from medsynth.models.base import MAX_WIDTH, GridPadding, StepContext, check_widths, conv_parameters, output_shape
-from medsynth.models.diffusion import DiffusionConfig, DiffusionSynthesizer
-from medsynth.models.samplers import Sampler
+from medsynth.models.base import (
+    MAX_WIDTH,
+    GridPadding,
+    SampleOptions,
+    SamplingMixin,
+    StepContext,
+    check_widths,
+    conv_parameters,
+    ensemble_mean,
+)
+from medsynth.models.diffusion import DiffusionConfig, DiffusionProcess, diffusion_unet
 
 NAN = float("nan")
 #: the keys of every training step's losses (log.csv has fixed columns); the idle stage's are nan
@@ -100,43 +108,7 @@ class LatentDiffusionConfig:
         return {"autoencoder": autoencoder, **network}
 
 
-class _LatentDiffusion(DiffusionSynthesizer):
-    """The diffusion family on ``latent_channels``-channel latents: the diffused variable is the
-    scaled latent itself (no [0, 1] -> [-1, 1] map), its x0 estimates bounded by ``clip``."""
-
-    def __init__(self, spatial_dims: int, condition_channels: int, config: DiffusionConfig, latent_channels: int,
-                 clip: float) -> None:
-        super().__init__(spatial_dims, condition_channels, config)
-        self.clip = clip
-        self.network = DiffusionModelUNet(
-            spatial_dims=spatial_dims,
-            in_channels=latent_channels + condition_channels,
-            out_channels=latent_channels,
-            channels=config.channels,
-            attention_levels=config.attention_levels,
-            num_res_blocks=config.num_res_blocks,
-            norm_num_groups=config.norm_num_groups,
-            num_head_channels=config.num_head_channels,
-            # torch's fused attention: the default path materialises the (tokens x tokens) matrix,
-            # which at a 32^3 bottleneck (a 128^3 volume) asks for 16 GiB; the fused kernel never builds it
-            use_flash_attention=True,
-        )
-
-    @property
-    def _bound(self) -> float:
-        return self.clip
-
-    def _to_model(self, image: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
-        return image
-
-    def _from_model(self, x0: torch.Tensor, condition: torch.Tensor | None) -> torch.Tensor:
-        return x0
-
-    def _clip_mean(self, mean: torch.Tensor) -> torch.Tensor:
-        return mean  # latents: bounded by ``clip`` per x0 estimate, not by the image range
-
-
-class LatentDiffusionSynthesizer(nn.Module):
+class LatentDiffusionSynthesizer(SamplingMixin, nn.Module):
     """``AutoencoderKL`` + latent diffusion behind the :class:`~medsynth.models.base.Synthesizer` interface.
 
     Args:
@@ -147,6 +119,7 @@ class LatentDiffusionSynthesizer(nn.Module):
 
     family = "latent_diffusion"
     progress_losses = ("loss_ae", "loss")  # autoencoder stage, then diffusion stage
+    sample_options = frozenset(f.name for f in fields(SampleOptions))
 
     def __init__(self, spatial_dims: int, condition_channels: int, config: LatentDiffusionConfig) -> None:
         super().__init__()
@@ -163,8 +136,12 @@ class LatentDiffusionSynthesizer(nn.Module):
             latent_channels=config.latent_channels, num_res_blocks=config.num_res_blocks,
             norm_num_groups=config.norm_num_groups, attention_levels=(False,) * levels,
             with_encoder_nonlocal_attn=False, with_decoder_nonlocal_attn=False)  # attention over 32^3 latents: GBs
-        self.diffusion = _LatentDiffusion(spatial_dims, condition_channels, config.diffusion, config.latent_channels,
-                                          config.latent_clip)
+        # the latent UNet, under ``diffusion.network`` in checkpoints; the diffused variable is the
+        # scaled latent itself, its x0 estimates bounded by ``latent_clip`` (unit std)
+        unet = diffusion_unet(spatial_dims, config.latent_channels + condition_channels, config.latent_channels,
+                              config.diffusion)
+        self.diffusion = nn.ModuleDict({"network": unet})
+        self.process = DiffusionProcess(unet, config.diffusion, config.latent_clip)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps taken: decides the stage
         self.register_buffer("scale_factor", torch.ones(()))  # 1 / std of the latents, set at the stage switch
 
@@ -173,17 +150,13 @@ class LatentDiffusionSynthesizer(nn.Module):
         """``"autoencoder"`` for the first ``autoencoder_steps`` training steps, then ``"diffusion"``."""
         return "autoencoder" if int(self.steps) < self.config.autoencoder_steps else "diffusion"
 
-    @property
-    def sampler_config(self) -> DiffusionConfig:
-        return self.config.diffusion
-
     def parameter_groups(self) -> dict[str, dict]:
         return {"autoencoder": {"params": list(self.autoencoder.parameters())},
-                "network": {"params": list(self.diffusion.network.parameters())}}
+                "network": {"params": list(self.process.network.parameters())}}
 
     def ema_modules(self) -> dict[str, nn.Module]:
         # the decoder is not averaged: sampling decodes with the weights the latents were trained on
-        return {"network": self.diffusion.network}
+        return {"network": self.process.network}
 
     # training ------------------------------------------------------------------------------------
     def _crop(self, image: torch.Tensor, context: StepContext) -> torch.Tensor:
@@ -240,11 +213,8 @@ class LatentDiffusionSynthesizer(nn.Module):
             z = self._encode(grid.pad(target), context)[0].float()
         if int(self.steps) == self.config.autoencoder_steps:  # the first diffusion step
             self._set_scale_factor(z, context)
-        latent = {"target": z * self.scale_factor}
-        if condition is not None:
-            latent["condition"] = self._pool(grid.pad(condition))
-        losses = self.diffusion.training_step(latent, context)
-        return {"loss": losses["loss"], "grad_norm": losses["grad_norm"]}
+        latent_condition = None if condition is None else self._pool(grid.pad(condition))
+        return self.process.training_step(z * self.scale_factor, latent_condition, context)
 
     def _pool(self, condition: torch.Tensor) -> torch.Tensor:
         """The condition on the latent grid: its average over each ``factor``-sided block."""
@@ -261,59 +231,50 @@ class LatentDiffusionSynthesizer(nn.Module):
         return {key: losses.get(key, NAN) for key in LOSS_KEYS}
 
     # sampling ------------------------------------------------------------------------------------
-    def network_evaluations(self, *, ensemble: int | None = None, init: torch.Tensor | None = None,
-                            **options: object) -> int:
-        """Network calls per image of :meth:`sample`: per ensemble member, the latent UNet's calls
-        (guidance counted, as in the diffusion family) and one decoder pass; plus one encoder pass
-        when ``init`` is given. A decoder pass costs more than a UNet call on the latent grid."""
-        count = ensemble or self.config.diffusion.ensemble
-        unet = self.diffusion.network_evaluations(ensemble=1, **options)
-        return count * (unet + 1) + (init is not None)
+    def _default_ensemble(self) -> int:
+        return self.config.diffusion.ensemble
 
-    @torch.no_grad()
-    def sample(
-        self,
-        condition: torch.Tensor | None,
-        *,
-        seed: int,
-        shape: tuple[int, ...] | None = None,
-        sampler: Sampler | None = None,
-        num_inference_steps: int | None = None,
-        guidance_scale: float | None = None,
-        init: torch.Tensor | None = None,
-        strength: float = 1.0,
-        ensemble: int | None = None,
-        clip: bool = True,
-    ) -> torch.Tensor:
-        """Generate images in [0, 1]: diffusion on the latent grid, then one decoder pass.
+    def sampling_defaults(self) -> SampleOptions:
+        sampler, steps, guidance = self.process.settings(SampleOptions())
+        return SampleOptions(sampler=sampler, steps=steps, guidance=guidance, ensemble=self._default_ensemble())
 
-        Args:
-            condition: ``(B, C, *spatial)`` or ``None`` for an unconditional model (then give ``shape``).
-            seed: seeds the latent noise: same seed, same images.
-            shape: ``(B, 1, *spatial)`` when there is no condition.
-            sampler, num_inference_steps, guidance_scale: the latent diffusion's sampling options
-                (defaults from ``model.diffusion``).
-            init, strength: ``(B, 1, *spatial)`` image in [0, 1] whose latent is noised to
-                ``strength`` of the schedule and denoised from there (SDEdit in latent space).
-            ensemble: average this many decoded samples (seeds ``seed``, ``seed + 1``, ...).
-            clip: clip the result to [0, 1]; ``False`` returns the unclipped mean, for callers that
-                average further (flip ensembles, overlapping windows) and clip once at the end.
+    def _evaluations_per_sample(self, options: SampleOptions) -> int:
+        """The latent UNet's calls (guidance counted, as in the diffusion family) and one decoder
+        pass (which costs more than a UNet call on the latent grid); the encoder pass of an ``init``
+        is counted once per output, not per sample, so it is not here."""
+        return self.process.evaluations(options, self.condition_channels > 0) + 1
+
+    def cost(self, options: SampleOptions | None = None) -> int:
+        """Network evaluations per output: per sample the latent UNet's calls and one decoder pass,
+        plus one encoder pass (per flip) when ``options.init`` is given."""
+        options = options or SampleOptions()
+        flips = 2 ** self.spatial_dims if options.flips else 1
+        return super().cost(options) + (options.init is not None) * flips
+
+    def _sample_mean(self, condition: torch.Tensor | None, shape: tuple[int, ...], seed: int,
+                     options: SampleOptions) -> torch.Tensor:
+        """Diffusion on the latent grid, then one decoder pass per sample; the unclipped mean.
+
+        ``options.init`` is encoded, and its latent noised to ``strength`` of the schedule and
+        denoised from there (SDEdit in latent space).
         """
-        shape = output_shape(condition, init, shape, self.condition_channels)
+        self.process.timesteps(options)  # refuse bad settings before any work
         device = next(self.autoencoder.parameters()).device
         grid = GridPadding.to_multiple(tuple(shape[2:]), self.config.factor)
         latent_grid = tuple(s // self.config.factor for s in grid.shape)
         latent_condition = None if condition is None else self._pool(grid.pad(condition.to(device)))
         latent_init = None
-        if init is not None:
-            latent_init = self.autoencoder.encode(grid.pad(init.to(device).float()))[0] * self.scale_factor
-        count = ensemble or self.config.diffusion.ensemble
-        total = torch.zeros((shape[0], 1, *grid.shape), device=device)
-        for k in range(count):
-            z = self.diffusion.sample(latent_condition, seed=seed + k, shape=(shape[0], self.config.latent_channels,
-                                                                              *latent_grid),
-                                      sampler=sampler, num_inference_steps=num_inference_steps,
-                                      guidance_scale=guidance_scale, init=latent_init, strength=strength, ensemble=1)
-            total += self.autoencoder.decode(z / self.scale_factor).float()
-        mean = total / count
-        return grid.crop_back(mean.clamp(0, 1) if clip else mean)  # clip the mean, as the diffusion family
+        if options.init is not None:
+            latent_init = self.autoencoder.encode(grid.pad(options.init.to(device).float()))[0] * self.scale_factor
+        # the latent grid is padded again for the latent UNet, which halves it len(channels) - 1 times
+        unet_grid = GridPadding.to_multiple(latent_grid, 2 ** (len(self.config.diffusion.channels) - 1))
+        padded = (shape[0], self.config.latent_channels, *unet_grid.shape)
+        if latent_condition is not None:
+            latent_condition = unet_grid.pad(latent_condition)
+        start = None if latent_init is None else unet_grid.pad(latent_init)
+
+        def member(seed: int) -> torch.Tensor:
+            z = unet_grid.crop_back(self.process.generate(padded, latent_condition, start, seed, options))
+            return self.autoencoder.decode(z / self.scale_factor).float()
+
+        return grid.crop_back(ensemble_mean(member, seed, options.ensemble or self._default_ensemble()))

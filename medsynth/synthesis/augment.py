@@ -45,6 +45,7 @@ from medsynth.io.files import (
     write_nnunet_dataset,
 )
 from medsynth.io.pairing import check_label, pair_labels
+from medsynth.models import SampleOptions
 from medsynth.progress import progress as show_progress
 from medsynth.synthesis.apply import (
     MAX_BATCH,
@@ -143,7 +144,7 @@ def augment(
     trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
     trained.require_job("generate")
     check_separate(output_dir, [input_dir, labels, trained.run_dir], "output folder")
-    if strength is not None and (trained.model.sampler_config is None or not 0 < strength <= 1):
+    if strength is not None and ("strength" not in trained.model.sample_options or not 0 < strength <= 1):
         raise MedsynthError("--strength: variations need a diffusion model and a strength in (0, 1]")
     conditional = trained.config.job.num_classes > 0
     if count is not None and (conditional or strength is not None):
@@ -174,9 +175,8 @@ def augment(
     else:
         tasks = [_Task(sources[i % len(sources)], None, f"{sources[i % len(sources)].name}_syn{i // len(sources):03d}")
                  for i in range(total)]
-    options = trained.sampling_options(steps, sampler)
-    sampler_name, evaluations = trained.describe_sampling(options if strength is None
-                                                          else {**options, "strength": strength})
+    options = trained.sample_options(steps=steps, sampler=sampler, strength=strength)
+    sampler_name, evaluations = trained.describe_sampling(options)
     settings = {"model": display(trained.run_dir.resolve()), "seed": seed, "per_image": per_image, "count": count,
                 "strength": strength, "format": output_format, "sampler": sampler_name, "steps": evaluations,
                 "layout": layout}
@@ -199,7 +199,7 @@ def augment(
                 image = cached[1]
                 start = time.perf_counter()
                 try:
-                    row = _make_one(trained, task, image, output_dir, output_seed(seed, task.name), options, strength,
+                    row = _make_one(trained, task, image, output_dir, output_seed(seed, task.name), options,
                                     output_format, layout, batch_size, reject)
                 except NearCopy as copy:
                     rejected.add(task.name, copy.ratio)
@@ -267,30 +267,30 @@ def _dataset_json(folder: Path, trained: TrainedModel, layout: str) -> Callable[
 
 def synthesize(
     trained: TrainedModel, image: MedicalImage, label: MedicalImage | None, seed: int, *,
-    strength: float | None = None, batch_size: int = 8, reject: CopyCheck | None = None, **options,
+    options: SampleOptions | None = None, batch_size: int = 8, reject: CopyCheck | None = None,
 ) -> tuple[MedicalImage, MedicalImage | None]:
     """One synthetic output on ``image``'s grid: an image (and, with ``label``, its label map).
 
     With a label (label-conditioned models) the label is deformed at random (seeded) and an image
-    generated for it; with ``strength`` (diffusion variations) the real image is noised and
-    denoised and the label kept. Intensities come back in ``image``'s units.
+    generated for it; with ``options.strength`` (diffusion variations) the real image is noised
+    and denoised and the label kept. Intensities come back in ``image``'s units.
 
     Raises:
         NearCopy: ``reject`` flagged the output as a near-copy of a training image.
     """
     config = trained.config
+    options = trained.sample_options() if options is None else options
+    variation = options.strength is not None
     x, space = to_model_space(image, config)
     condition = label_ras = None
     if label is not None:
         label_ras, _ = to_ras(check_label(label, image, config.job.num_classes))
-        if strength is None:
+        if not variation:
             label_ras = deform_label(label_ras, seed)
         condition = np.eye(config.job.num_classes, dtype=np.float32)[label_ras].transpose(
             (label_ras.ndim, *range(label_ras.ndim)))  # one-hot, channel first
-    if strength is not None:
-        options = {**options, "strength": strength}
-    out = run_on_volume(trained, condition, seed=seed, batch_size=batch_size, shape=x.shape,
-                        init=x if strength is not None else None, **options)
+    out = run_on_volume(trained, condition, seed=seed, options=options, batch_size=batch_size, shape=x.shape,
+                        init=x if variation else None)
     ratio = reject(out) if reject is not None else None
     if ratio is not None:
         raise NearCopy(ratio)
@@ -303,12 +303,12 @@ def synthesize(
     return result, new_label
 
 
-def _make_one(trained: TrainedModel, task: _Task, image: MedicalImage, output_dir: Path, seed: int, options: dict,
-              strength: float | None, output_format: str, layout: str, batch_size: int,
+def _make_one(trained: TrainedModel, task: _Task, image: MedicalImage, output_dir: Path, seed: int,
+              options: SampleOptions, output_format: str, layout: str, batch_size: int,
               reject: CopyCheck | None) -> dict:
     label = None if task.label is None else task.label.read()
-    result, new_label = synthesize(trained, image, label, seed, strength=strength, batch_size=batch_size,
-                                   reject=reject, **options)
+    result, new_label = synthesize(trained, image, label, seed, options=options, batch_size=batch_size,
+                                   reject=reject)
     image_rel, label_rel = _paths(task.name, output_format, layout)
     if output_format == "nifti":
         write_nifti(result, inside_output(output_dir, image_rel))

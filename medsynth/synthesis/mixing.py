@@ -25,6 +25,7 @@ from monai.data import MetaTensor
 from medsynth.data.preprocess import load_images
 from medsynth.io import MedicalImage, read_image
 from medsynth.io.monai_reader import monai_meta
+from medsynth.models import SampleOptions
 from medsynth.synthesis.apply import TrainedModel, output_seed
 from medsynth.synthesis.augment import synthesize
 
@@ -47,11 +48,11 @@ class OnTheFlySynthesis:
         real: datalist entries ``{"image": path, "label": path}`` to start from.
         seed: base seed.
         device: where the model runs (``auto``, ``cpu``, ``cuda``).
-        options: sampling options (e.g. ``num_inference_steps``).
+        options: how to sample (e.g. ``SampleOptions(steps=10)``); default: the model's own settings.
     """
 
     def __init__(self, model: str | os.PathLike | TrainedModel, real: Sequence[dict], seed: int = 0,
-                 device: str = "cpu", **options) -> None:
+                 device: str = "cpu", options: SampleOptions | None = None) -> None:
         self.trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
         self.trained.require_job("generate")
         if not real:
@@ -72,7 +73,7 @@ class OnTheFlySynthesis:
         image, label = self._cache[index]
         seed = output_seed(self.seed, str(k))
         with torch.no_grad():
-            fake, fake_label = synthesize(self.trained, image, label, seed, **self.options)
+            fake, fake_label = synthesize(self.trained, image, label, seed, options=self.options)
         return {"image": _as_metatensor(fake, True), "label": _as_metatensor(fake_label, True)}
 
 

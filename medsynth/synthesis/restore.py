@@ -23,6 +23,7 @@ from medsynth.errors import MedsynthError, check_count, display
 from medsynth.io import ImageSource, MedicalImage, find_input_images, write_dicom_series, write_nifti
 from medsynth.io.files import check_separate, folder_lock, inside_output, is_nifti, nifti_stem, prepare_output_dir
 from medsynth.io.image import MAX_VOXELS
+from medsynth.models import SampleOptions
 from medsynth.progress import progress as show_progress
 from medsynth.synthesis.apply import (
     MAX_BATCH,
@@ -107,7 +108,7 @@ def restore(
     else:
         trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
         trained.require_job(job)
-        options = _options(trained, steps, sampler, flips)
+        options = trained.sample_options(steps=steps, sampler=sampler, flips=flips)
     if single_file:
         output_path.parent.mkdir(parents=True, exist_ok=True)
         targets = [output_path]
@@ -124,7 +125,7 @@ def restore(
                 with self_run_dir(self_training, source, len(sources)) as run_dir:
                     trained = train_self(image, source, job, self_training, run_dir, factor=factor, device=device,
                                          progress=progress)
-                options = _options(trained, steps, sampler, flips)
+                options = trained.sample_options(steps=steps, sampler=sampler, flips=flips)
             result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
                                   batch_size=batch_size, factor=factor, options=options)
             if not single_file:
@@ -139,14 +140,6 @@ def restore(
                     derivation=f"medsynth {job.replace('_', '-')} with a {trained.family} model "
                                f"({trained.run_dir.name}), seed {seed}"))
     return written
-
-
-def _options(trained: TrainedModel, steps: int | None, sampler: str | None, flips: bool | None) -> dict:
-    """``run_on_volume``'s options for ``trained``: its sampler settings and the flip ensemble if given."""
-    options = trained.sampling_options(steps, sampler)
-    if flips is not None:
-        options["flips"] = flips
-    return options
 
 
 def _check_keep_study(sources: list[ImageSource]) -> None:
@@ -217,7 +210,7 @@ def fine_affine(affine: np.ndarray, axis: int, factor: int) -> np.ndarray:
 
 
 def _in_other_plane(trained: TrainedModel, condition: np.ndarray, *, seed: int, batch_size: int,
-                    options: dict) -> np.ndarray:
+                    options: SampleOptions) -> np.ndarray:
     """A 2D super-resolution model run on the other plane that contains its restored axis.
 
     The model restores one patch axis; swapping the slice axis with the third axis keeps the
@@ -226,7 +219,7 @@ def _in_other_plane(trained: TrainedModel, condition: np.ndarray, *, seed: int, 
     slice_axis = trained.config.data.slice_axis
     _, other = plane_axes(slice_axis, trained.config.job.degrade_axis)
     swapped = np.ascontiguousarray(np.swapaxes(condition, slice_axis, other))
-    out = run_on_volume(trained, swapped[None], seed=seed + OTHER_PLANE_SEED, batch_size=batch_size, **options)
+    out = run_on_volume(trained, swapped[None], seed=seed + OTHER_PLANE_SEED, batch_size=batch_size, options=options)
     return np.swapaxes(out, slice_axis, other)
 
 
@@ -239,11 +232,11 @@ def _undo_rician_mean(out: np.ndarray, noisy: np.ndarray, name: str) -> np.ndarr
 
 
 def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: int, batch_size: int,
-                 factor: int | None, options: dict) -> MedicalImage:
+                 factor: int | None, options: SampleOptions) -> MedicalImage:
     x, space = to_model_space(image, trained.config)
     description = f"medsynth {job.replace('_', '-')} ({trained.family})"
     if job == "denoise":
-        out = run_on_volume(trained, x[None], seed=seed, batch_size=batch_size, **options)
+        out = run_on_volume(trained, x[None], seed=seed, batch_size=batch_size, options=options)
         if trained.config.data.self_supervised and trained.config.job.noise == "rician":
             out = _undo_rician_mean(out, x, image.name)
         result = from_model_space(out, space, series_description=description)
@@ -271,7 +264,7 @@ def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: 
         raise MedsynthError(f"{image.name}: --factor {factor} would make {x.size * factor} voxels, more than the limit "
                             f"of {MAX_VOXELS}")
     condition = thick_to_fine(x, axis, factor, trained.config.job.interpolation) if factor > 1 else x
-    out = run_on_volume(trained, condition[None], seed=seed, batch_size=batch_size, **options)
+    out = run_on_volume(trained, condition[None], seed=seed, batch_size=batch_size, options=options)
     if trained.config.job.fuse_planes and trained.config.spatial_dims == 2:
         out = (out + _in_other_plane(trained, condition, seed=seed, batch_size=batch_size, options=options)) / 2
     affine = fine_affine(ras_affine(image, space.orientation), axis, factor)

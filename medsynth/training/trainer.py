@@ -27,7 +27,7 @@ from medsynth.device import resolve_device
 from medsynth.errors import MedsynthError, display
 from medsynth.io import ImageSource
 from medsynth.io.files import check_no_escape, check_separate, is_bookkeeping, remove_leftovers
-from medsynth.models import StepContext, Synthesizer, build_synthesizer
+from medsynth.models import SampleOptions, StepContext, Synthesizer, build_synthesizer, split_options
 from medsynth.progress import progress
 from medsynth.training.dataset import PatchSampler, Volume, make_condition, training_sources
 from medsynth.training.distributed import Ranks
@@ -405,8 +405,9 @@ class Trainer:
         condition = self.preview.get("condition")
         with self.ema.applied():
             shape = tuple(self.preview["target"].shape)
+            options, _ = split_options(self.model, SampleOptions(steps=self.config.train.sample_steps))
             output = self.model.sample(None if condition is None else condition.to(self.device), seed=0,
-                                       shape=shape, num_inference_steps=self.config.train.sample_steps).cpu()
+                                       shape=shape, options=options).cpu()
         path = self.run.samples / f"step_{step:07d}.png"
         sample_grid(self.preview["target"], output, condition, path, title=f"step {step}")
         return path

@@ -12,7 +12,7 @@ is asked of, all from deformed *training* label maps (as ``medsynth augment`` ma
 - label fidelity: Dice of real-only segmenters on the synthetic images against their maps;
 - utility: the segmenter trained on each fraction with each arm (both families, classical
   augmentation, domain randomisation) against real only, paired, with 95% intervals;
-- costs: network evaluations per image (``Synthesizer.network_evaluations``), sampling speed,
+- costs: network evaluations per image (``Synthesizer.cost``), sampling speed,
   training wall time and whether the budgets are matched.
 """
 
@@ -31,6 +31,7 @@ from medsynth.config import apply_overrides, from_dict, to_dict
 from medsynth.device import resolve_device
 from medsynth.errors import MedsynthError
 from medsynth.io.files import prepare_output_dir, write_json
+from medsynth.models import SampleOptions, split_options
 from medsynth.synthesis.apply import TrainedModel, output_seed
 from medsynth.training import RunDirectory, Trainer
 from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
@@ -100,8 +101,9 @@ def _check_given(runs: dict[str, Path], experiments: dict[str, ExperimentConfig]
             raise MedsynthError(f"{path}: run has no checkpoint yet")
 
 
-def _sampling_options(trained: TrainedModel, steps: int | None) -> dict:
-    return {} if trained.model.sampler_config is None else trained.sampling_options(steps, None)
+def _sampling_options(trained: TrainedModel, steps: int | None) -> SampleOptions:
+    """``sampling.steps`` for the families with steps (a GAN has none)."""
+    return split_options(trained.model, SampleOptions(steps=steps))[0]
 
 
 def _make_sets(name: str, runs: dict[str, tuple[Path, bool]], real: RealSlices, subsets: dict[str, list[int]],
@@ -129,7 +131,7 @@ def _make_sets(name: str, runs: dict[str, tuple[Path, bool]], real: RealSlices, 
         groups, group_seconds = sample_images(trained, maps.repeat_interleave(repeats, 0), group_seeds, options,
                                               sampling.batch_size, f"{name}: diversity samples", progress)
         sampler, evaluations = trained.describe_sampling(options)
-        costs = {"family": trained.family, "sampler": sampler, "sampling_options": options,
+        costs = {"family": trained.family, "sampler": sampler, "sampling_options": options.describe(),
                  "network_evaluations": evaluations,
                  "images_per_second": (len(images) + len(groups)) / max(seconds + group_seconds, 1e-9),
                  "trained_on_exact_subset": exact, "batch_size": trained.config.train.batch_size,

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from medsynth.errors import MedsynthError
+from medsynth.models import SampleOptions
 from medsynth.progress import progress as show_progress
 from medsynth.synthesis.apply import TrainedModel, output_seed
 from medsynth.synthesis.labels import deform_label
@@ -86,8 +87,8 @@ def deformed_conditions(train: ImageSet, sources: list[int], seed: int, deform: 
     return labels.long(), seeds, names
 
 
-def sample_images(trained: TrainedModel, labels: torch.Tensor, seeds: list[int], options: dict, batch_size: int,
-                  desc: str, progress: bool = True) -> tuple[torch.Tensor, float]:
+def sample_images(trained: TrainedModel, labels: torch.Tensor, seeds: list[int], options: SampleOptions,
+                  batch_size: int, desc: str, progress: bool = True) -> tuple[torch.Tensor, float]:
     """One image per label map (``(N, 1, *spatial)``), each batch seeded by its first item; images and seconds."""
     classes = trained.config.job.num_classes
     out = []
@@ -95,6 +96,6 @@ def sample_images(trained: TrainedModel, labels: torch.Tensor, seeds: list[int],
     with torch.no_grad():
         for start in show_progress(range(0, len(labels), batch_size), desc=desc, leave=False, enabled=progress):
             condition = F.one_hot(labels[start:start + batch_size, 0].long(), classes).movedim(-1, 1).float()
-            out.append(trained.model.sample(condition.to(trained.device), seed=seeds[start], **options)
+            out.append(trained.model.sample(condition.to(trained.device), seed=seeds[start], options=options)
                        .float().cpu().clamp(0, 1))
     return torch.cat(out), time.perf_counter() - began

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medsynth.models import Synthesizer, build_synthesizer
+from medsynth.models import SampleOptions, Synthesizer, build_synthesizer
 from tests.models.conftest import TINY_OPTIONS
 
 TINY = TINY_OPTIONS["diffusion"]
@@ -33,7 +33,8 @@ def test_same_seed_same_images_other_seed_other_images():
     condition = torch.rand(2, 1, 8, 8)
     a, b, c = (model.sample(condition, seed=s) for s in (1, 1, 2))
     assert torch.equal(a, b) and not torch.equal(a, c)
-    assert torch.equal(model.sample(condition, seed=1, sampler="ddpm"), model.sample(condition, seed=1, sampler="ddpm"))
+    ddpm = SampleOptions(sampler="ddpm")
+    assert torch.equal(model.sample(condition, seed=1, options=ddpm), model.sample(condition, seed=1, options=ddpm))
 
 
 def test_unconditional_and_wrong_condition():
@@ -52,14 +53,14 @@ def test_classifier_free_guidance_changes_the_output(step_context):
     ctx = step_context(model)
     for _ in range(3):  # the UNet's last layer starts at zero: train it off zero first
         model.training_step({"target": torch.rand(2, 1, 8, 8), "condition": condition.repeat(2, 1, 1, 1)}, ctx)
-    plain = model.sample(condition, seed=0, guidance_scale=1.0)
-    guided = model.sample(condition, seed=0, guidance_scale=3.0)
+    plain = model.sample(condition, seed=0, options=SampleOptions(guidance=1.0))
+    guided = model.sample(condition, seed=0, options=SampleOptions(guidance=3.0))
     assert not torch.equal(plain, guided)
 
     batches = []  # guidance batches the conditional and unconditional passes: one network call per step
     model.network.register_forward_hook(lambda module, args, output: batches.append(args[0].shape[0]))
-    model.sample(condition, seed=0, guidance_scale=3.0, num_inference_steps=4, ensemble=1)
-    assert batches == [2] * 4 and model.network_evaluations(guidance_scale=3.0, num_inference_steps=4, ensemble=1) == 8
+    model.sample(condition, seed=0, options=SampleOptions(guidance=3.0, steps=4, ensemble=1))
+    assert batches == [2] * 4 and model.cost(SampleOptions(guidance=3.0, steps=4, ensemble=1)) == 8
 
 
 def test_strength_starts_from_the_init_image(step_context):
@@ -68,8 +69,8 @@ def test_strength_starts_from_the_init_image(step_context):
     for _ in range(3):
         model.training_step({"target": torch.rand(2, 1, 8, 8)}, ctx)
     init = torch.rand(1, 1, 8, 8)
-    light = model.sample(None, seed=0, init=init, strength=0.05)
-    full = model.sample(None, seed=0, init=init, strength=1.0)
+    light = model.sample(None, seed=0, options=SampleOptions(init=init, strength=0.05))
+    full = model.sample(None, seed=0, options=SampleOptions(init=init, strength=1.0))
     assert (light - init).abs().mean() < (full - init).abs().mean()
 
 
@@ -89,7 +90,7 @@ def test_ensemble_averages_seeds_and_residual_adds_the_condition(step_context):
     for _ in range(3):
         model.training_step({"target": torch.rand(2, 1, 8, 8), "condition": torch.rand(2, 1, 8, 8)}, ctx)
     condition = torch.rand(1, 1, 8, 8)
-    mean = model.sample(condition, seed=3, ensemble=2)
+    mean = model.sample(condition, seed=3, options=SampleOptions(ensemble=2))
     expected = (model.sample(condition, seed=3) + model.sample(condition, seed=4)) / 2
     torch.testing.assert_close(mean, expected)
     residual = make(2, 1, residual=True, prediction_type="sample")  # untrained: x0 = 0, the sample is the condition
@@ -105,10 +106,10 @@ def test_residual_ensemble_clips_the_mean_not_each_sample(step_context):
     for _ in range(3):
         model.training_step({"target": torch.rand(4, 1, 8, 8), "condition": torch.rand(4, 1, 8, 8)}, ctx)
     air = torch.zeros(1, 1, 8, 8)
-    mean = model.sample(air, seed=3, ensemble=2)
+    mean = model.sample(air, seed=3, options=SampleOptions(ensemble=2))
     clipped_samples = (model.sample(air, seed=3) + model.sample(air, seed=4)) / 2
     assert mean.min() >= 0 and mean.max() <= 1
     assert (mean <= clipped_samples + 1e-6).all()  # max(0, mean) <= mean of max(0, sample)
     assert (mean < clipped_samples - 1e-4).any()  # where the samples disagree in sign
-    raw = model.sample(air, seed=3, ensemble=2, clip=False)  # for callers that average further
+    raw = model.sample(air, seed=3, options=SampleOptions(ensemble=2, clip=False))  # for callers that average further
     assert raw.min() < 0 and torch.equal(raw.clamp(0, 1), mean)

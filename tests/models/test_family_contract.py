@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medsynth.errors import MedsynthError
-from medsynth.models import FAMILIES, build_synthesizer
+from medsynth.models import FAMILIES, SampleOptions, build_synthesizer
 from tests.models.conftest import TINY_OPTIONS
 
 
@@ -54,7 +54,7 @@ def test_samples_have_the_shape_range_and_seed_determinism_of_the_contract(famil
     with torch.no_grad():
         first = model.sample(condition, seed=3)
         again = model.sample(condition, seed=3)
-        raw = model.sample(condition, seed=3, clip=False)
+        raw = model.sample(condition, seed=3, options=SampleOptions(clip=False))
     assert first.shape == (2, 1, 16, 16) and first.dtype == torch.float32
     assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
     assert torch.equal(first, again)  # same seed, same images
@@ -62,9 +62,10 @@ def test_samples_have_the_shape_range_and_seed_determinism_of_the_contract(famil
     odd = torch.rand((1, 1, 13, 10), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert model.sample(odd, seed=0).shape == (1, 1, 13, 10)  # any grid: padded inside, cropped back
-    evaluations = model.network_evaluations()
+    evaluations = model.cost()
     assert isinstance(evaluations, int) and evaluations >= 1
-    assert model.network_evaluations(ensemble=3) == 3 * evaluations
+    assert model.cost(SampleOptions(ensemble=3)) == 3 * evaluations
+    assert model.cost(SampleOptions(ensemble=3, flips=True)) == 4 * 3 * evaluations  # 4 flips of a 2D grid
 
 
 def test_a_state_dict_round_trip_reproduces_the_samples(family, step_context):

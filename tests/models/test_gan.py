@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from medsynth.errors import MedsynthError
-from medsynth.models import Synthesizer, build_synthesizer, family_options
+from medsynth.models import SampleOptions, Synthesizer, build_synthesizer, family_options
 from tests.models.conftest import TINY_OPTIONS
 
 TINY = TINY_OPTIONS["gan"]
@@ -32,7 +32,7 @@ def test_step_logs_stability_signals_and_samples_any_grid(step_context, dims, co
     assert 0 <= signals["d_real_accuracy"] <= 1 and 0 <= signals["d_fake_accuracy"] <= 1
     odd = (7, 9, 5)[:dims]
     condition = torch.rand(3, condition_channels, *odd) if condition_channels else None
-    out = model.eval().sample(condition, seed=0, shape=(3, 1, *odd), num_inference_steps=7)  # steps: ignored
+    out = model.eval().sample(condition, seed=0, shape=(3, 1, *odd))
     assert out.shape == (3, 1, *odd) and out.min() >= 0 and out.max() <= 1
 
 
@@ -54,9 +54,9 @@ def test_generator_step_leaves_no_gradient_on_the_discriminator(step_context):
 def test_ensemble_mean_is_clipped_once():
     model = make(2, 1, residual=True).eval()
     air = torch.zeros(1, 1, 16, 16)
-    raw = model.sample(air, seed=0, ensemble=2, clip=False)
+    raw = model.sample(air, seed=0, options=SampleOptions(ensemble=2, clip=False))
     assert raw.min() < 0 < raw.max()  # a correction of either sign on an empty condition
-    assert torch.equal(model.sample(air, seed=0, ensemble=2), raw.clamp(0, 1))
+    assert torch.equal(model.sample(air, seed=0, options=SampleOptions(ensemble=2)), raw.clamp(0, 1))
 
 
 def test_lazy_r1_penalty_every_k_steps(step_context):
@@ -105,8 +105,8 @@ def test_mode_seeking_term_spreads_outputs_for_one_condition(step_context):
 
 def test_refuses_what_a_gan_cannot_do():
     model = make(2, 1, residual=True).eval()
-    with pytest.raises(ValueError, match="diffusion model"):
-        model.sample(torch.rand(1, 1, 8, 8), seed=0, init=torch.rand(1, 1, 8, 8), strength=0.5)
+    with pytest.raises(ValueError, match="gan family does not take the sampling option.s. init, strength"):
+        model.sample(torch.rand(1, 1, 8, 8), seed=0, options=SampleOptions(init=torch.rand(1, 1, 8, 8), strength=0.5))
     with pytest.raises(ValueError, match="condition of 1 channels"):
         model.sample(torch.rand(1, 3, 8, 8), seed=0)
     with pytest.raises(ValueError, match="residual"):

@@ -11,7 +11,7 @@ import yaml
 from safetensors.torch import load_file
 
 from medsynth.errors import MedsynthError
-from medsynth.models import Synthesizer, build_synthesizer
+from medsynth.models import SampleOptions, Synthesizer, build_synthesizer
 from medsynth.models.latent import LOSS_KEYS
 from medsynth.training import Trainer, load_experiment
 from medsynth.training.inference import load_synthesizer
@@ -119,14 +119,14 @@ def test_sample_shape_range_and_seed(step_context, dims, odd):
     a, b, c = (model.sample(condition, seed=s) for s in (1, 1, 2))
     assert a.shape == (2, 1, *odd) and a.min() >= 0 and a.max() <= 1
     assert torch.equal(a, b) and not torch.equal(a, c)
-    guided = model.sample(condition, seed=1, guidance_scale=3.0, num_inference_steps=2, sampler="ddim")
+    guided = model.sample(condition, seed=1, options=SampleOptions(guidance=3.0, steps=2, sampler="ddim"))
     assert guided.shape == a.shape and not torch.equal(guided, a)
-    solver = model.sample(condition, seed=1, sampler="dpm_solver", num_inference_steps=3)  # any inner sampler
+    solver = model.sample(condition, seed=1, options=SampleOptions(sampler="dpm_solver", steps=3))  # any inner sampler
     assert solver.shape == a.shape and 0 <= float(solver.min()) and float(solver.max()) <= 1
-    varied = model.sample(condition, seed=1, init=torch.rand(2, 1, *odd), strength=0.5)
+    varied = model.sample(condition, seed=1, options=SampleOptions(init=torch.rand(2, 1, *odd), strength=0.5))
     assert varied.shape == a.shape
     latent_condition = model._pool(one_hot(*(4,) * dims))
-    latents = model.diffusion.sample(latent_condition, seed=1, shape=(2, 2, *(2,) * dims))
+    latents = model.process.generate((2, 2, *(2,) * dims), latent_condition, None, 1, SampleOptions())
     assert latents.min() < 0  # latents are not clipped to the image range
 
 
@@ -183,18 +183,23 @@ def test_trainer_runs_both_stages_and_resumes_bit_for_bit(tmp_path):
     assert out.shape == (2, 1, 12, 10) and 0 <= float(out.min()) and float(out.max()) <= 1
 
 
-def test_commands_pass_sampler_options_to_every_iterative_family(tmp_path):
-    """`augment`/`denoise` hand --steps/--sampler to a family by its sampler_config, not its name."""
+def test_commands_pass_sampler_options_to_every_iterative_family(tmp_path, caplog):
+    """`augment`/`denoise` hand --steps/--sampler to a family by the options it takes, not its name."""
     from medsynth.synthesis.apply import TrainedModel
     from medsynth.training.experiment import ExperimentConfig
 
     latent = TrainedModel(make(2, 3), ExperimentConfig(family="latent_diffusion"), tmp_path)
-    options = latent.sampling_options(3, "dpm_solver")
-    assert options == {"num_inference_steps": 3, "sampler": "dpm_solver"}
+    options = latent.sample_options(steps=3, sampler="dpm_solver")
+    assert options.given() == ["sampler", "steps"]
     assert latent.describe_sampling(options) == ("dpm_solver", 3 + 1)  # 3 UNet calls and the decoder
-    assert latent.describe_sampling({"sampler": "ddpm"}) == ("ddpm", 20 + 1)
-    with pytest.raises(MedsynthError, match="unknown sampler"):
-        latent.sampling_options(None, "euler")
+    assert latent.describe_sampling(SampleOptions(sampler="ddpm")) == ("ddpm", 20 + 1)
+    with pytest.raises(MedsynthError, match="--sampler: unknown sampler"):
+        latent.sample_options(sampler="euler")
+    with pytest.raises(MedsynthError, match="--steps: number of steps must be in"):
+        latent.sample_options(steps=21)
     gan = TrainedModel(build_synthesizer("gan", 2, 3, {"channels": [8, 16], "spade_hidden": 8,
                                                        "discriminator_channels": 8}), ExperimentConfig(), tmp_path)
-    assert gan.sampling_options(3, None) == {} and gan.describe_sampling({}) == ("gan", 1)
+    with caplog.at_level("WARNING", logger="medsynth"):
+        assert gan.sample_options(steps=3).given() == []
+    assert "--steps: not an option of this gan model" in caplog.text
+    assert gan.describe_sampling(SampleOptions()) == ("gan", 1)

@@ -4,6 +4,7 @@ import pytest
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
+from medsynth.models import SampleOptions
 from medsynth.models.samplers import dpm_solver_2m, run_sampler, spaced_timesteps
 
 
@@ -95,7 +96,7 @@ def test_a_diffusion_model_samples_through_the_registry(monkeypatch):
     monkeypatch.setitem(samplers.SAMPLERS, "ddim", samplers.SamplerEntry(first_estimate))
     model = DiffusionSynthesizer(2, 1, DiffusionConfig(channels=(8, 8), attention_levels=(False, False),
                                                        num_res_blocks=1, norm_num_groups=8, num_head_channels=8))
-    model.sample(torch.rand(1, 1, 8, 8), seed=0, sampler="ddim", num_inference_steps=3, ensemble=1)
+    model.sample(torch.rand(1, 1, 8, 8), seed=0, options=SampleOptions(sampler="ddim", steps=3, ensemble=1))
     assert len(calls) == 1 and len(calls[0]) == 3
     with pytest.raises(ValueError, match="unknown sampler"):
-        model.sample(torch.rand(1, 1, 8, 8), seed=0, sampler="euler")
+        model.sample(torch.rand(1, 1, 8, 8), seed=0, options=SampleOptions(sampler="euler"))

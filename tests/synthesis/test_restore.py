@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 from medsynth.cli import app
 from medsynth.data import thick_slices
 from medsynth.io import MedicalImage, read_image, read_nifti, write_dicom_series, write_nifti
-from medsynth.synthesis.apply import TrainedModel, from_ras, restoration_window, run_on_volume, to_ras
+from medsynth.models import SampleOptions
+from medsynth.synthesis.apply import TrainedModel, from_ras, run_on_volume, to_ras
+from medsynth.synthesis.inferers import restoration_window
 from medsynth.synthesis.restore import fine_affine, thick_to_fine
 from tests.synthesis.test_augment import train_tiny
 
@@ -174,9 +176,9 @@ def test_patch_wise_3d_restoration_tiles_and_blends_exactly(restore_runs, volume
     trained = TrainedModel.load(restore_runs["super_resolve"], "cpu")
     x = (volume.array / volume.array.max()).astype(np.float32)[None]
     assert restoration_window(trained.config, x.shape[1:]) == (32, 32, 12)  # 2 x 16^3 patches, cut to the volume
-    windows = run_on_volume(trained, x, seed=0, num_inference_steps=1)  # patch-wise by default
+    windows = run_on_volume(trained, x, seed=0, options=SampleOptions(steps=1))  # patch-wise by default
     assert windows.shape == x.shape[1:] and np.isfinite(windows).all()
-    assert np.array_equal(windows, run_on_volume(trained, x, seed=0, num_inference_steps=1))
+    assert np.array_equal(windows, run_on_volume(trained, x, seed=0, options=SampleOptions(steps=1)))
     monkeypatch.setattr(trained.model, "sample", lambda condition, seed, **options: condition.clamp(0, 1) ** 2)
     whole = run_on_volume(trained, x, seed=0, patch_wise=False)
     assert np.allclose(run_on_volume(trained, x, seed=0), whole, atol=1e-5)
@@ -189,21 +191,23 @@ def test_flip_ensemble_averages_the_flipped_passes_and_clips_once(restore_runs, 
     trained = TrainedModel.load(restore_runs["super_resolve"], "cpu")
     x = (volume.array / volume.array.max()).astype(np.float32)[None]
     x[..., :3] = 0  # air
-    monkeypatch.setattr(trained.model, "sample", lambda condition, seed, **options: condition.clamp(0, 1) ** 2)
-    assert np.allclose(run_on_volume(trained, x, seed=0, flips=True), run_on_volume(trained, x, seed=0), atol=1e-5)
+    flips = SampleOptions(flips=True)
+    # the family's part of sampling (one flip's unclipped mean) replaced by a voxel-wise function
+    monkeypatch.setattr(trained.model, "_sample_mean", lambda condition, shape, seed, options: condition ** 2)
+    assert np.allclose(run_on_volume(trained, x, seed=0, options=flips), run_on_volume(trained, x, seed=0), atol=1e-5)
 
-    def ramped(condition, seed, clip=True, **options):
+    def ramped(condition, shape, seed, options):
         n = condition.shape[2]
-        ramp = 0.01 * (torch.arange(n, dtype=torch.float32) - (n - 1) / 2).view(1, 1, -1, *[1] * (condition.dim() - 3))
-        return (condition + ramp).clamp(0, 1) if clip else condition + ramp
-    monkeypatch.setattr(trained.model, "sample", ramped)
-    whole = run_on_volume(trained, x, seed=0, patch_wise=False, flips=True)
+        return condition + 0.01 * (torch.arange(n, dtype=torch.float32) - (n - 1) / 2).view(
+            1, 1, -1, *[1] * (condition.dim() - 3))
+    monkeypatch.setattr(trained.model, "_sample_mean", ramped)
+    whole = run_on_volume(trained, x, seed=0, patch_wise=False, options=flips)
     assert np.allclose(whole, x[0], atol=1e-5)  # the ramp's mean is 0, everywhere
     assert not trained.config.job.flip_ensemble  # off unless the config asks
     ramp = 0.01 * (np.arange(x.shape[1]) - (x.shape[1] - 1) / 2)[:, None, None]
     assert np.allclose(run_on_volume(trained, x, seed=0, patch_wise=False), np.clip(x[0] + ramp, 0, 1), atol=1e-6)
-    assert np.allclose(run_on_volume(trained, x, seed=0, flips=True), x[0], atol=1e-5)  # windows and flips
+    assert np.allclose(run_on_volume(trained, x, seed=0, options=flips), x[0], atol=1e-5)  # windows and flips
     denoiser = TrainedModel.load(restore_runs["denoise"], "cpu")  # 2D: flips of each slice's two axes
-    monkeypatch.setattr(denoiser.model, "sample", ramped)
+    monkeypatch.setattr(denoiser.model, "_sample_mean", ramped)
     monkeypatch.setattr(denoiser.config.job, "flip_ensemble", True)
     assert np.allclose(run_on_volume(denoiser, x, seed=0), x[0], atol=1e-5)

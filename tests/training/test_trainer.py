@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from medsynth.errors import MedsynthError
 from medsynth.io import MedicalImage, write_nifti
 from medsynth.training import RunDirectory, Trainer, load_experiment
-from medsynth.training.inference import load_synthesizer
+from medsynth.training.inference import load_trained
 
 TINY_MODEL = {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8,
               "num_head_channels": 8, "num_train_timesteps": 20, "num_inference_steps": 2}
@@ -56,8 +56,8 @@ def test_run_directory_for_every_job(tmp_path, job, dims):
     assert (run / "checkpoints" / "latest").read_text().strip() == "step_0000006"
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_0000003", "step_0000006"]
     assert [int(r["step"]) for r in read_log(run)] == [2, 4, 6]
-    model = load_synthesizer(run)
-    assert model.job.name == job
+    model, config, _ = load_trained(run)
+    assert config.job.name == job and not model.training
     saved = load_experiment(run / "config.yaml")
     assert saved.model["channels"] == [8, 16]  # resolved config written with every model option
     assert "prediction_type" in saved.model
@@ -75,8 +75,8 @@ def test_gan_runs_on_the_same_trainer_and_logs_stability_signals(tmp_path, job, 
     assert (run / "samples" / "step_0000006.png").stat().st_size > 1000
     weights = load_file(run / "checkpoints" / "step_0000006" / "ema.safetensors")
     assert weights and all(k.startswith("generator.") for k in weights)  # EMA of the generator only
-    model = load_synthesizer(run)
-    assert model.family == "gan" and model.job.name == job
+    model, config, _ = load_trained(run)
+    assert model.family == "gan" and config.job.name == job
 
 
 @pytest.mark.parametrize("family", ["diffusion", "gan"])

@@ -1,4 +1,4 @@
-"""``Synthesizer.network_evaluations`` counts the network evaluations ``sample`` really makes: the
+"""``Synthesizer.cost`` counts the network evaluations ``sample`` really makes: the
 images that go through the network per output image (a batched call, as classifier-free guidance
 makes, counts each image in it)."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medsynth.models import build_synthesizer
+from medsynth.models import SampleOptions, build_synthesizer
 
 TINY_DIFFUSION = {"channels": [8, 16], "attention_levels": [False, False], "norm_num_groups": 8,
                   "num_head_channels": 8, "num_train_timesteps": 20, "num_inference_steps": 3}
@@ -29,34 +29,41 @@ def one_hot(batch: int = 2) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("options", [
-    {}, {"guidance_scale": 1.5}, {"guidance_scale": 1.5, "ensemble": 2}, {"sampler": "ddpm"},
-    {"sampler": "dpm_solver", "num_inference_steps": 5, "guidance_scale": 2.0}, {"strength": 0.5},
+    SampleOptions(), SampleOptions(guidance=1.5), SampleOptions(guidance=1.5, ensemble=2),
+    SampleOptions(sampler="ddpm"), SampleOptions(sampler="dpm_solver", steps=5, guidance=2.0),
+    SampleOptions(strength=0.5), SampleOptions(flips=True, ensemble=2),
 ])
-def test_diffusion_counts_guidance_ensembles_and_strength(options):
+def test_diffusion_counts_guidance_ensembles_flips_and_strength(options):
     torch.manual_seed(0)
     model = build_synthesizer("diffusion", 2, 3, TINY_DIFFUSION)
     calls = counted(model.network)
-    model.sample(one_hot(), seed=0, **options)
-    assert model.network_evaluations(**options) == calls[0]
-    if options.get("guidance_scale", 1.0) != 1.0:
-        assert model.network_evaluations(**options) == 2 * model.network_evaluations(**{**options,
-                                                                                         "guidance_scale": 1.0})
+    model.sample(one_hot(), seed=0, options=options)
+    assert model.cost(options) == calls[0]
+    if (options.guidance or 1.0) != 1.0:
+        assert model.cost(options) == 2 * model.cost(options.replace(guidance=1.0))
 
 
 def test_unconditional_diffusion_has_no_guidance_calls():
     model = build_synthesizer("diffusion", 2, 0, {**TINY_DIFFUSION, "guidance_scale": 3.0})
     calls = counted(model.network, outputs=1)
     model.sample(None, seed=0, shape=(1, 1, 8, 8))
-    assert model.network_evaluations() == calls[0] == 3
+    assert model.cost() == calls[0] == 3
 
 
 def test_gan_and_latent_counts():
     torch.manual_seed(0)
     gan = build_synthesizer("gan", 2, 3, TINY_GAN)
     calls = counted(gan.generator)
-    gan.sample(one_hot(), seed=0, ensemble=3, num_inference_steps=50, guidance_scale=2.0)
-    assert gan.network_evaluations(ensemble=3, num_inference_steps=50, guidance_scale=2.0) == calls[0] == 3
+    gan.sample(one_hot(), seed=0, options=SampleOptions(ensemble=3, flips=True))
+    assert gan.cost(SampleOptions(ensemble=3, flips=True)) == calls[0] == 3 * 4
+    with pytest.raises(ValueError, match="does not take the sampling option.s. steps"):
+        gan.cost(SampleOptions(steps=50))  # a GAN has no steps: refused, not silently ignored
     latent = build_synthesizer("latent_diffusion", 2, 3, TINY_LATENT)
     unet, decoder = counted(latent.diffusion.network), counted(latent.autoencoder.decoder)
-    latent.sample(one_hot(), seed=0, guidance_scale=1.5, ensemble=2)
-    assert latent.network_evaluations(guidance_scale=1.5, ensemble=2) == unet[0] + decoder[0] == 2 * (2 * 3 + 1)
+    encoder = counted(latent.autoencoder.encoder)
+    latent.sample(one_hot(), seed=0, options=SampleOptions(guidance=1.5, ensemble=2))
+    assert latent.cost(SampleOptions(guidance=1.5, ensemble=2)) == unet[0] + decoder[0] == 2 * (2 * 3 + 1)
+    varied = SampleOptions(init=torch.rand(2, 1, 8, 8), strength=0.5)
+    before = unet[0] + decoder[0]
+    latent.sample(one_hot(), seed=0, options=varied)
+    assert latent.cost(varied) == unet[0] + decoder[0] + encoder[0] - before
