@@ -1,7 +1,7 @@
 """The diffusion-vs-GAN comparison as a results record (docs/results.md is generated from it).
 
-    python benchmarks/compare.py                              # configs/compare_2d.yaml, the whole study
-    python benchmarks/compare.py --config configs/compare_2d.yaml --out /tmp/compare_2d
+    python -m benchmarks.compare                              # configs/compare_2d.yaml, the whole study
+    python -m benchmarks.compare --config configs/compare_2d.yaml --out /tmp/compare_2d
 
 Runs ``medsynth compare`` (training every generator per real fraction, the utility study with its
 segmenter seeds, every measure) into ``--out`` (kept: report.html, figures, runs; an interrupted
@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from benchmarks import results_doc
 from medsynth.cli.common import setup_logging
 from medsynth.validation import compare
 
@@ -40,7 +39,7 @@ def main() -> None:
     shutil.copyfile(report.parent / "metrics.json", record)
     shutil.copyfile(report.parent / "figures" / "samples.png", record.with_name(f"{args.config.stem}_samples.png"))
     print(f"{report} ({(time.perf_counter() - began) / 60:.1f} min); record: {record}")
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_doc.py")], check=True)
+    results_doc.main([])
 
 
 if __name__ == "__main__":

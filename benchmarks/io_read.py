@@ -6,7 +6,7 @@ same files and in the same process:
   - dcm2niix: the reference converter (C), DICOM -> uncompressed NIfTI on disk, as a subprocess,
   - nibabel: reading the same volume from .nii.gz (the floor for a compressed read).
 
-Usage: python benchmarks/io_read.py [--repeats 5]
+Usage: python -m benchmarks.io_read [--repeats 5]
 """
 
 from __future__ import annotations

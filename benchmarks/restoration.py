@@ -24,11 +24,11 @@ scored, per slice (:func:`medsynth.validation.fidelity.slice_scores`).
 
 Each run writes one record per (method, part, seed, condition) under
 ``benchmarks/results/restoration/``, with per-slice scores and provenance. Then
-``python benchmarks/results_doc.py`` regenerates docs/results.md.
+``python -m benchmarks.results_doc`` regenerates docs/results.md.
 
 Usage:
-    python benchmarks/restoration.py --dims 2 --jobs denoise --part validation [--families diffusion gan l1]
-    python benchmarks/restoration.py --dims 2 --jobs denoise --part test --seeds 0 1 2
+    python -m benchmarks.restoration --dims 2 --jobs denoise --part validation [--families diffusion gan l1]
+    python -m benchmarks.restoration --dims 2 --jobs denoise --part test --seeds 0 1 2
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ every family once per seed. ``--timing`` times the default family end to end fro
 on a 256x256x40 thick-slice (or noisy) scan, as a user would run it.
 
 Usage:
-    python benchmarks/self_supervised.py --part validation --seeds 0 1
-    python benchmarks/self_supervised.py --part test --seeds 0 1 2
-    python benchmarks/self_supervised.py --timing
+    python -m benchmarks.self_supervised --part validation --seeds 0 1
+    python -m benchmarks.self_supervised --part test --seeds 0 1 2
+    python -m benchmarks.self_supervised --timing
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,16 +36,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medsynth.data.degradations import thick_slices
-from medsynth.synthesis import restore
-from medsynth.synthesis.self_supervised import SELF_DEFAULT_FAMILY, SELF_FAMILIES, SelfTraining
-from medsynth.training import RunDirectory, load_experiment
-from medsynth.training.experiment import experiment_to_dict
-from medsynth.validation.fidelity import slice_scores
-from medsynth.validation.provenance import provenance
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from restoration import (  # noqa: E402 (a sibling script)
+from benchmarks.restoration import (
     CONFIGS,
     RESULTS,
     conditions,
@@ -56,6 +46,13 @@ from restoration import (  # noqa: E402 (a sibling script)
     scored,
     write_record,
 )
+from medsynth.data.degradations import thick_slices
+from medsynth.synthesis import restore
+from medsynth.synthesis.self_supervised import SELF_DEFAULT_FAMILY, SELF_FAMILIES, SelfTraining
+from medsynth.training import RunDirectory, load_experiment
+from medsynth.training.experiment import experiment_to_dict
+from medsynth.validation.fidelity import slice_scores
+from medsynth.validation.provenance import provenance
 
 FACTOR = 4
 SPACING = 2.0

@@ -8,7 +8,7 @@ from benchmarks import results_doc
 def test_results_doc_matches_the_records():
     expected = results_doc.render(results_doc.load_records(), results_doc.load_comparisons(),
                                    results_doc.load_performance())
-    assert results_doc.DOC.read_text() == expected, "out of date: run python benchmarks/results_doc.py"
+    assert results_doc.DOC.read_text() == expected, "out of date: run python -m benchmarks.results_doc"
 
 
 def test_records_carry_provenance_and_per_slice_scores():
