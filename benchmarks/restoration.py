@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from medsynth.data.degradations import interpolate_slabs, rician_noise, thick_slices
+from medsynth.models import SampleOptions
 from medsynth.synthesis.apply import TrainedModel, run_on_volume
 from medsynth.training import RunDirectory, Trainer, load_experiment
 from medsynth.training.dataset import load_volumes, slab_bounds
@@ -237,8 +238,14 @@ def choose(job: str, dims: int, results: Path) -> tuple[dict, dict]:
     return baseline, sampling
 
 
+def sample_options(record: dict) -> SampleOptions:
+    """The options of a record's ``options`` (config key names: ``num_inference_steps``, ...)."""
+    return SampleOptions(flips=record.get("flips", False), sampler=record.get("sampler"),
+                         steps=record.get("num_inference_steps"), ensemble=record.get("ensemble"))
+
+
 def shipped_options(config) -> dict:
-    """The sampling settings a shipped config runs with, as :func:`run_on_volume` options."""
+    """The sampling settings a shipped config runs with, as a record's ``options``."""
     options = {"flips": bool(config.job.flip_ensemble)}
     if config.family == "diffusion":
         model = _resolved(config)["model"]
@@ -293,7 +300,7 @@ def evaluate(job: str, dims: int, family: str, seed: int, part: str, runs: Path,
                 continue
             began = time.perf_counter()
             with torch.no_grad():
-                estimate = run_on_volume(trained, degraded[None], seed=seed, **options)
+                estimate = run_on_volume(trained, degraded[None], seed=seed, options=sample_options(options))
             seconds = time.perf_counter() - began
             scores = slice_scores(estimate[..., slab], clean[..., slab])
             if part == "test" and seed == 0 and label == "default":

@@ -167,6 +167,10 @@ def chosen_on_validation(job: str, dims: int, folder: Path = RECORDS) -> set[str
     self_choice = folder / "validation" / f"{job}_{dims}d_self_choices.json"
     if self_choice.exists():  # benchmarks/self_supervised.py: the default --self family
         names.add(f"self_{json.loads(self_choice.read_text())['family']}")
+    self_settings = folder / "validation" / f"{job}_{dims}d_self_diffusion_settings.json"
+    if self_settings.exists():  # and the self-trained diffusion model's sampling setting
+        chosen = json.loads(self_settings.read_text())
+        names.add(f"self_diffusion_s{chosen['num_inference_steps']}e{chosen['ensemble']}")
     for kind in ("baseline", "sampling"):
         path = folder / "validation" / f"{job}_{dims}d_{kind}_choices.json"
         choices = json.loads(path.read_text()) if path.exists() else {}
@@ -356,14 +360,17 @@ def self_supervised_section(test: list[dict], validation: list[dict]) -> list[st
         out.append("### Time to result\n")
         out.append("Target: 10 minutes (600 s) on 2 CPU cores for a 256x256x40 scan, start to finish, the default "
                    "family; the machine was otherwise idle.\n")
-        out.append("| command | family | scan (voxels) | seconds, start to finish |")
-        out.append("|---|---|---|---|")
+        out.append("| command | family | sampling | scan (voxels) | seconds, start to finish |")
+        out.append("|---|---|---|---|---|")
+        blocks = []
         for job in ("super_resolve", "denoise"):
             if job in timing:
                 t = timing[job]
                 scan = "x".join(map(str, t["scan"]))
-                out.append(f"| `{t['command']}` | {t['family']} | {scan} | {t['seconds']:.0f} |")
-        out.append("\n" + provenance_summary([timing["provenance"]]) + "\n")
+                sampling = ", ".join(f"{k} {v}" for k, v in t.get("settings", {}).items()) or "not recorded"
+                out.append(f"| `{t['command']}` | {t['family']} | {sampling} | {scan} | {t['seconds']:.0f} |")
+                blocks.append(t.get("provenance") or timing["provenance"])  # older records: one block for both
+        out.append("\n" + provenance_summary(blocks) + "\n")
     return out
 
 

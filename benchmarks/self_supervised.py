@@ -17,6 +17,11 @@ template is fair; it trains on the stack only (45 slices: a scan of partial cove
 every family once per seed. ``--timing`` times the default family end to end from the command line
 on a 256x256x40 thick-slice (or noisy) scan, as a user would run it.
 
+``--diffusion-settings`` (validation only) trains the diffusion family once per seed and restores
+with each sampling setting of :data:`DIFFUSION_SETTINGS` (records ``self_diffusion_s<steps>e<ensemble>``):
+inference over both planes dominates the time to result, so the setting is chosen among those whose
+estimated time fits the 10-minute target (:func:`fits_time`).
+
 Usage:
     python -m benchmarks.self_supervised --part validation --seeds 0 1
     python -m benchmarks.self_supervised --part test --seeds 0 1 2
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -48,7 +54,7 @@ from benchmarks.restoration import (
 )
 from medsynth.data.degradations import thick_slices
 from medsynth.synthesis import restore
-from medsynth.synthesis.self_supervised import SELF_DEFAULT_FAMILY, SELF_FAMILIES, SelfTraining
+from medsynth.synthesis.self_supervised import SELF_DEFAULT_FAMILY, SELF_FAMILIES, SELF_MODELS, SelfTraining
 from medsynth.training import RunDirectory, load_experiment
 from medsynth.training.experiment import experiment_to_dict
 from medsynth.validation.fidelity import slice_scores
@@ -58,6 +64,92 @@ FACTOR = 4
 SPACING = 2.0
 CONDITION = {"super_resolve": f"x{FACTOR}", "denoise": "sigma_0.05"}
 TIMING = Path(__file__).resolve().parent / "results" / "self_supervised_timing.json"
+#: (DDIM steps, ensemble) of the self-trained diffusion model compared on validation
+DIFFUSION_SETTINGS = ((1, 1), (2, 1), (2, 2), (2, 4))
+#: time to result target (s) of ``--self`` on the timing scan, 2 CPU cores
+TARGET_SECONDS = 600
+#: the training time in the log of ``--self``
+TRAINED = r"trained an? \w+ model for \d+ steps in (\d+) s"
+
+
+def fits_time(job: str, steps: int, ensemble: int) -> bool:
+    """Whether a diffusion setting of ``steps * ensemble`` network evaluations per slice is expected
+    within :data:`TARGET_SECONDS` on the timing scan: the timing record's training time plus its
+    inference time scaled by the evaluations (inference is network calls over every slice of both planes)."""
+    record = json.loads(TIMING.read_text())[job]
+    # records made before they saved their settings ran the diffusion default of then: 2 steps, mean of 4
+    settings = record.get("settings", {"num_inference_steps": 2, "ensemble": 4})
+    measured = settings["num_inference_steps"] * settings["ensemble"]
+    train = record.get("train_seconds") or float(re.search(TRAINED, "\n".join(record["log"]))[1])
+    return train + (record["seconds"] - train) * steps * ensemble / measured <= TARGET_SECONDS
+
+
+def evaluate_settings(job: str, seed: int, results: Path, steps: int | None) -> None:
+    """Validation records of the diffusion family at every :data:`DIFFUSION_SETTINGS`, trained once
+    (the first setting trains through ``--self`` and keeps the model, the others apply it as ``--model``)."""
+    condition = CONDITION[job]
+    clean, slab = evaluation_stack(load_experiment(CONFIGS / f"{job}_2d_l1.yaml"), "validation")
+    with tempfile.TemporaryDirectory(prefix="medsynth-self-bench-") as folder:
+        folder = Path(folder)
+        scan = degraded_scan(job, clean, seed, folder)
+        run = folder / "run"
+        for setting, ensemble in DIFFUSION_SETTINGS:
+            method = f"self_diffusion_s{setting}e{ensemble}"
+            path = record_path(job, 2, "validation", method, condition, seed, results)
+            if scored(path):
+                print(f"{path.name}: already scored, kept")
+                continue
+            training = None if run.exists() else SelfTraining(family="diffusion", seed=seed, steps=steps,
+                                                              keep_model=run, minutes=24 * 60)
+            began = time.perf_counter()
+            restore(scan, folder / "out.nii.gz", run if training is None else None, job, self_training=training,
+                    steps=setting, ensemble=ensemble, seed=seed, progress=False, device="cpu")
+            seconds = time.perf_counter() - began
+            estimate = np.asarray(nib.load(folder / "out.nii.gz").dataobj, dtype=np.float32)[..., :clean.shape[-1]]
+            (folder / "out.nii.gz").unlink()
+            summary = json.loads((run / "summary.json").read_text())
+            resolved = experiment_to_dict(RunDirectory(run).read_config())
+            resolved.pop("description", None)
+            resolved["data"].pop("images", None)  # a temporary path
+            scores = slice_scores(estimate[..., slab], clean[..., slab])
+            train_seconds = float(summary["seconds_total"]) if training is not None else 0.0
+            write_record({"job": job, "dims": 2, "part": "validation", "seed": seed, "slices": slab.stop - slab.start,
+                          "context": [int(slab.start), int(clean.shape[-1] - slab.stop)], "kind": "model",
+                          "method": method, "condition": condition,
+                          "options": {"self_supervised": True, "family": "diffusion", "num_inference_steps": setting,
+                                      "ensemble": ensemble},
+                          "steps_trained": summary["steps"], "stopped_at_time_limit": summary["stopped_at_time_limit"],
+                          "scores": scores,
+                          "seconds": {"train": train_seconds, "inference": round(seconds - train_seconds, 2)},
+                          "provenance": provenance(config=resolved, seeds=[seed],
+                                                   config_file="--self --family diffusion")}, results)
+            print(f"validation {job} {condition} seed {seed} {method}: {np.mean(scores['psnr']):.2f} dB, "
+                  f"SSIM {np.mean(scores['ssim']):.4f} ({seconds:.0f} s)")
+
+
+def choose_setting(job: str, results: Path) -> dict | None:
+    """The diffusion setting with the best mean PSNR over every validation seed and slice among those
+    expected to fit the time target; saved beside the family choice."""
+    by_setting: dict[tuple[int, int], dict[int, list[float]]] = {}
+    for steps, ensemble in DIFFUSION_SETTINGS:
+        pattern = f"{job}_2d_self_diffusion_s{steps}e{ensemble}_{CONDITION[job]}_seed*.json"
+        for path in (results / "validation").glob(pattern):
+            record = json.loads(path.read_text())
+            by_setting.setdefault((steps, ensemble), {})[record["seed"]] = record["scores"]["psnr"]
+    seeds = set().union(*(set(v) for v in by_setting.values())) if by_setting else set()
+    means = {k: float(np.mean([x for s in v.values() for x in s])) for k, v in by_setting.items() if set(v) == seeds}
+    fitting = {k: m for k, m in means.items() if fits_time(job, *k)}
+    if not fitting:
+        return None
+    steps, ensemble = max(fitting, key=fitting.get)
+    chosen = {"num_inference_steps": steps, "ensemble": ensemble, "seeds": sorted(seeds),
+              "mean_psnr": {f"s{k[0]}e{k[1]}": round(m, 3) for k, m in means.items()},
+              "fits_time": {f"s{k[0]}e{k[1]}": fits_time(job, *k) for k in means},
+              "rule": f"best mean PSNR over every validation seed and slice among the settings expected within "
+                      f"{TARGET_SECONDS} s on the timing scan"}
+    path = results / "validation" / f"{job}_2d_self_diffusion_settings.json"
+    path.write_text(json.dumps(chosen, indent=1) + "\n")
+    return chosen
 
 
 def degraded_scan(job: str, clean: np.ndarray, seed: int, folder: Path) -> Path:
@@ -164,8 +256,15 @@ def timing(job: str) -> dict:
         seconds = time.perf_counter() - began
     if done.returncode:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
-    return {"command": f"medsynth {job.replace('_', '-')} SCAN OUT --self", "family": SELF_DEFAULT_FAMILY[job],
-            "scan": list(array.shape), "seconds": round(seconds, 1), "log": done.stderr.strip().splitlines()[-4:]}
+    family = SELF_DEFAULT_FAMILY[job]
+    model = SELF_MODELS[family]["model"]
+    trained = re.search(TRAINED, done.stderr)
+    return {"command": f"medsynth {job.replace('_', '-')} SCAN OUT --self", "family": family,
+            "settings": {key: model[key] for key in ("num_inference_steps", "ensemble") if key in model}
+            | {"flips": SELF_MODELS[family]["flips"]},
+            "scan": list(array.shape), "seconds": round(seconds, 1),
+            "train_seconds": float(trained.group(1)) if trained else None,
+            "log": done.stderr.strip().splitlines()[-4:], "provenance": provenance()}
 
 
 def main() -> None:
@@ -175,11 +274,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--part", choices=["validation", "test"])
     parser.add_argument("--timing", action="store_true", help="time the default family from the command line")
+    parser.add_argument("--diffusion-settings", action="store_true",
+                        help="validation: the diffusion family's sampling settings (DIFFUSION_SETTINGS), trained once")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where records go (a smoke test: elsewhere)")
     parser.add_argument("--train-steps", type=int, default=None, help="smoke tests only: fewer training steps")
     args = parser.parse_args()
-    if args.part is None and not args.timing:
-        parser.error("give --part and/or --timing")
+    if args.part is None and not args.timing and not args.diffusion_settings:
+        parser.error("give --part, --diffusion-settings and/or --timing")
     for job in args.jobs if args.part else []:
         if args.part == "test":
             chosen = json.loads((args.results / "validation" / f"{job}_2d_self_choices.json").read_text())["family"] \
@@ -192,9 +293,15 @@ def main() -> None:
                 evaluate(job, family, seed, args.part, args.results, args.train_steps)
         if args.part == "validation":
             print(f"{job}: validation chose {choose(job, args.results)}")
-    if args.timing:
-        record = {job: timing(job) for job in args.jobs}
-        record["provenance"] = provenance()
+    if args.diffusion_settings:
+        for job in args.jobs:
+            for seed in args.seeds:
+                evaluate_settings(job, seed, args.results, args.train_steps)
+            print(f"{job}: validation chose {choose_setting(job, args.results)}")
+    if args.timing:  # jobs timed earlier are kept, each with its own provenance
+        record = json.loads(TIMING.read_text()) if TIMING.exists() else {}
+        record.pop("provenance", None)
+        record.update({job: timing(job) for job in args.jobs})
         TIMING.write_text(json.dumps(record, indent=1) + "\n")
         print(json.dumps(record, indent=1))
 

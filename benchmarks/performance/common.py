@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medsynth.models import Synthesizer, build_synthesizer
+from medsynth.models import build_synthesizer, label_condition
 from medsynth.training import load_experiment
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,16 +53,5 @@ def condition_for(config, batch: int, spatial: tuple[int, ...], device: torch.de
     generator = torch.Generator().manual_seed(0)
     if config.job.name == "generate":
         labels = torch.randint(0, config.job.num_classes, (batch, *spatial), generator=generator)
-        return torch.nn.functional.one_hot(labels, config.job.num_classes).movedim(-1, 1).float().to(device)
+        return label_condition(labels, config.job.num_classes).to(device)
     return torch.rand((batch, 1, *spatial), generator=generator).to(device)
-
-
-def sample(model: Synthesizer, condition: torch.Tensor | None, *, seed: int = 0, **options) -> torch.Tensor:
-    """``model.sample`` with sampling ``options`` (sampler, num_inference_steps, ensemble): every
-    section samples through here, so a change of the options API is one change."""
-    return model.sample(condition, seed=seed, **options)
-
-
-def network_evaluations(model: Synthesizer, **options) -> int:
-    """Network calls per image of :func:`sample` with the same ``options``."""
-    return model.network_evaluations(**options)

@@ -7,14 +7,7 @@ import argparse
 
 import torch
 
-from benchmarks.performance.common import (
-    condition_for,
-    model_of,
-    network_evaluations,
-    sample,
-    seconds_per_call,
-    synchronize,
-)
+from benchmarks.performance.common import condition_for, model_of, seconds_per_call, synchronize
 
 
 def measure(args: argparse.Namespace, report: dict) -> dict:
@@ -26,9 +19,9 @@ def measure(args: argparse.Namespace, report: dict) -> dict:
             config, model = model_of(f"{job}_2d_{family}.yaml", device)
             condition = condition_for(config, batch, (64, 64), device)
             with torch.no_grad():  # a diffusion sample is 20-100 network calls: it warms itself up
-                seconds = seconds_per_call(lambda m=model, c=condition: (sample(m, c, seed=0), synchronize(device)),
+                seconds = seconds_per_call(lambda m=model, c=condition: (m.sample(c, seed=0), synchronize(device)),
                                            1 if args.quick else 3, warmup=int(family == "gan"))
-            entry[family] = {"images_per_second": batch / seconds, "network_evaluations": network_evaluations(model)}
+            entry[family] = {"images_per_second": batch / seconds, "network_evaluations": model.cost()}
         entry["gan_over_diffusion"] = entry["gan"]["images_per_second"] / entry["diffusion"]["images_per_second"]
         results[job] = entry
     return results

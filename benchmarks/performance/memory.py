@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.performance.common import CONFIGS, ROOT, condition_for, model_of, sample, synchronize
+from benchmarks.performance.common import CONFIGS, ROOT, condition_for, model_of, synchronize
+from medsynth.models import SampleOptions
 from medsynth.training import Trainer, load_experiment
 from medsynth.training.trainer import peak_memory_mb
 
@@ -91,7 +92,7 @@ def memory_case(case: str, device: str, run: str | None) -> dict:
         else:
             start = time.perf_counter()
             with torch.no_grad():
-                sample(model, target, seed=0, num_inference_steps=2, ensemble=1)
+                model.sample(target, seed=0, options=SampleOptions(steps=2, ensemble=1))
         return {"peak_mb": process_peak_mb(device), "baseline_mb": baseline, "seconds": time.perf_counter() - start}
     if kind == "latent":  # one whole label-conditioned volume at the config's sampling defaults (untrained weights)
         side = int(size)
@@ -99,7 +100,7 @@ def memory_case(case: str, device: str, run: str | None) -> dict:
         condition = condition_for(config, 1, (side,) * 3, device)
         start = time.perf_counter()
         with torch.no_grad():
-            sample(model, condition, seed=0)
+            model.sample(condition, seed=0)
         synchronize(device)
         return {"peak_mb": process_peak_mb(device), "baseline_mb": baseline, "seconds": time.perf_counter() - start}
     return full_volume(Path(run), size, device, baseline)
@@ -109,7 +110,8 @@ def full_volume(run: Path, family: str, device: torch.device, baseline: float) -
     """Denoise a 256x256x160 volume (MNI152 padded) in overlapping windows (two training patches a side); seam check."""
     from medsynth.data.degradations import rician_noise
     from medsynth.data.samples import mni152
-    from medsynth.synthesis.apply import WINDOW_OVERLAP, TrainedModel, restoration_window, run_on_volume
+    from medsynth.synthesis.apply import TrainedModel, run_on_volume
+    from medsynth.synthesis.inferers import WINDOW_OVERLAP, restoration_window
 
     trained = TrainedModel.load(run, str(device))
     image = mni152()[0].array
@@ -120,10 +122,10 @@ def full_volume(run: Path, family: str, device: torch.device, baseline: float) -
     region = tuple(slice(o, o + s) for o, s in zip(offsets, shape, strict=True))
     clean[tuple(slice(0, s) for s in shape)] = np.clip(image[region], 0, 1)
     noisy = rician_noise(clean[None], 0.05, np.random.default_rng(0))[0].astype(np.float32)
-    options = {"num_inference_steps": 2, "ensemble": 1} if family == "diffusion" else {}
+    options = SampleOptions(steps=2, ensemble=1) if family == "diffusion" else SampleOptions()
     start = time.perf_counter()
     with torch.no_grad():
-        out = run_on_volume(trained, noisy[None], seed=0, batch_size=1, patch_wise=True, **options)
+        out = run_on_volume(trained, noisy[None], seed=0, batch_size=1, patch_wise=True, options=options)
     seconds = time.perf_counter() - start
     # window edges of MONAI's sliding window inside the volume
     roi = restoration_window(trained.config, clean.shape)

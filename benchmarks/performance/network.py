@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from benchmarks.performance import peak
-from benchmarks.performance.common import condition_for, model_of, sample, seconds_per_call, synchronize
+from benchmarks.performance.common import condition_for, model_of, seconds_per_call, synchronize
 
 
 def sampling_step(name: str, device: torch.device) -> tuple[torch.nn.Module, Callable]:
@@ -19,8 +19,8 @@ def sampling_step(name: str, device: torch.device) -> tuple[torch.nn.Module, Cal
     config, model = model_of(f"denoise_2d_{name}.yaml", device)
     condition = condition_for(config, 16, (64, 64), device)
     if name == "gan":
-        return model, lambda memory_format=torch.contiguous_format: sample(
-            model, condition.contiguous(memory_format=memory_format), seed=0)
+        return model, lambda memory_format=torch.contiguous_format: model.sample(
+            condition.contiguous(memory_format=memory_format), seed=0)
     x, t = torch.randn(16, 1, 64, 64, device=device), torch.full((16,), 500, device=device)
     return model, lambda memory_format=torch.contiguous_format: model.network(
         torch.cat([x, condition], 1).contiguous(memory_format=memory_format), t)

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.performance.common import CONFIGS, RESULTS, network_evaluations, sample, synchronize
+from benchmarks.performance.common import CONFIGS, RESULTS, synchronize
 from benchmarks.restoration import train_or_reuse
+from medsynth.models import SampleOptions
 from medsynth.validation.fidelity import slice_scores
 
 #: (sampler, steps, ensemble) of each point of the curve
@@ -57,14 +58,14 @@ def measure(args: argparse.Namespace, report: dict) -> dict:
                  "input": scores(condition_np, clean), baseline_name: scores(baseline, clean)}
         for sampler, steps, ensemble in SAMPLING:
             label = f"{sampler}-{steps}" + (f"x{ensemble}" if ensemble > 1 else "")
-            options = {"sampler": sampler, "num_inference_steps": steps, "ensemble": ensemble}
+            options = SampleOptions(sampler=sampler, steps=steps, ensemble=ensemble)
             with torch.no_grad():
                 start = time.perf_counter()
-                out = sample(model, condition, seed=0, **options)
+                out = model.sample(condition, seed=0, options=options)
                 synchronize(args.device)
                 seconds = time.perf_counter() - start
             estimate = out[:, 0].cpu().numpy()
-            entry[label] = {"network_evaluations": network_evaluations(model, **options),
+            entry[label] = {"network_evaluations": model.cost(options),
                             "seconds": seconds,
                             "images_per_second": count / seconds, **scores(estimate, clean)}
         reference = entry["ddpm-1000"]

@@ -13,7 +13,7 @@ import torch
 
 from medsynth.config import ConfigError, from_dict
 from medsynth.errors import short
-from medsynth.models.base import SampleOptions, StepContext, Synthesizer, split_options
+from medsynth.models.base import SampleOptions, StepContext, Synthesizer, label_condition, split_options
 from medsynth.models.diffusion import DiffusionConfig, DiffusionSynthesizer
 from medsynth.models.gan import GANConfig, GANSynthesizer
 from medsynth.models.latent import LatentDiffusionConfig, LatentDiffusionSynthesizer
@@ -70,4 +70,4 @@ def parameter_counts(family: str, spatial_dims: int, condition_channels: int, op
 
 
 __all__ = ["FAMILIES", "SampleOptions", "StepContext", "Synthesizer", "build_synthesizer", "family_options",
-           "parameter_counts", "split_options"]
+           "label_condition", "parameter_counts", "split_options"]

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -211,6 +212,14 @@ def ensemble_mean(member: Callable[[int], torch.Tensor], seed: int, count: int) 
             total = torch.zeros_like(out)
         total += out
     return total / count
+
+
+def label_condition(labels: torch.Tensor | np.ndarray, num_classes: int) -> torch.Tensor:
+    """The condition of a label-conditioned model for integer label maps ``(B, *spatial)``: one-hot,
+    channels first, ``(B, num_classes, *spatial)`` float32 (on the labels' device). The one place
+    a label map becomes a condition: training, ``augment``, ``compare`` and benchmarks alike."""
+    labels = torch.as_tensor(labels)
+    return torch.nn.functional.one_hot(labels.long(), num_classes).movedim(-1, 1).float()
 
 
 def output_shape(condition: torch.Tensor | None, init: torch.Tensor | None, shape: tuple[int, ...] | None,

@@ -31,7 +31,10 @@ log = logging.getLogger("medsynth")
 #: largest number of 2D slices (or 3D windows) per network call, as for training
 MAX_BATCH = 4096
 #: command-line flag of each sampling option a user can set
-OPTION_FLAGS = {"steps": "--steps", "sampler": "--sampler", "flips": "--flips", "strength": "--strength"}
+OPTION_FLAGS = {"steps": "--steps", "sampler": "--sampler", "ensemble": "--ensemble", "flips": "--flips",
+                "strength": "--strength"}
+#: most samples averaged per output
+MAX_ENSEMBLE = 100
 
 
 def output_seed(seed: int, name: str) -> int:
@@ -69,8 +72,8 @@ class TrainedModel:
         if self.job != job:
             raise MedsynthError(f"{self.run_dir}: this model was trained for {self.job}, not {job}")
 
-    def sample_options(self, *, steps: int | None = None, sampler: str | None = None, flips: bool | None = None,
-                       strength: float | None = None) -> SampleOptions:
+    def sample_options(self, *, steps: int | None = None, sampler: str | None = None, ensemble: int | None = None,
+                       flips: bool | None = None, strength: float | None = None) -> SampleOptions:
         """The options a command runs this model with: the ones given, the flip ensemble by default
         where the config asks for it (``job.flip_ensemble``, restoration only); options the family
         does not take are dropped with a note (a GAN has no ``--steps``).
@@ -80,12 +83,14 @@ class TrainedModel:
         """
         if steps is not None:
             check_count("--steps", steps, 10**6)
+        if ensemble is not None:
+            check_count("--ensemble", ensemble, MAX_ENSEMBLE)
         if flips is None:
             flips = self.config.job.flip_ensemble and self.job != "generate"
-        options = SampleOptions(steps=steps, sampler=sampler, flips=flips, strength=strength)
+        options = SampleOptions(steps=steps, sampler=sampler, ensemble=ensemble, flips=flips, strength=strength)
         options, dropped = split_options(self.model, options)
         if dropped:
-            log.warning("%s: not an option of this %s model (it samples in one pass); ignored",
+            log.warning("%s: not an option of this %s model; ignored",
                         "/".join(OPTION_FLAGS.get(name, name) for name in dropped), self.family)
         try:
             self.model.cost(options)  # the family checks its settings

@@ -45,7 +45,7 @@ from medsynth.io.files import (
     write_nnunet_dataset,
 )
 from medsynth.io.pairing import check_label, pair_labels
-from medsynth.models import SampleOptions
+from medsynth.models import SampleOptions, label_condition
 from medsynth.progress import progress as show_progress
 from medsynth.synthesis.apply import (
     MAX_BATCH,
@@ -287,8 +287,7 @@ def synthesize(
         label_ras, _ = to_ras(check_label(label, image, config.job.num_classes))
         if not variation:
             label_ras = deform_label(label_ras, seed)
-        condition = np.eye(config.job.num_classes, dtype=np.float32)[label_ras].transpose(
-            (label_ras.ndim, *range(label_ras.ndim)))  # one-hot, channel first
+        condition = label_condition(label_ras[None], config.job.num_classes)[0].numpy()
     out = run_on_volume(trained, condition, seed=seed, options=options, batch_size=batch_size, shape=x.shape,
                         init=x if variation else None)
     ratio = reject(out) if reject is not None else None

@@ -61,6 +61,7 @@ def restore(
     self_training: SelfTraining | None = None,
     steps: int | None = None,
     sampler: str | None = None,
+    ensemble: int | None = None,
     seed: int = 0,
     batch_size: int = 8,
     factor: int | None = None,
@@ -81,6 +82,7 @@ def restore(
         self_training: instead of ``model``, train one model per scan on that scan alone
             (``--self``, :mod:`medsynth.synthesis.self_supervised`) and apply it.
         factor: super-resolve only: slices per thick slice; default from the voxel size.
+        ensemble: average this many samples per output (default: the model's ``ensemble``).
         flips: average over flipped copies of the input (``2 ** dims`` passes); default: the
             model config's ``job.flip_ensemble``.
         keep_study: a DICOM result becomes a derived series in its source's study (patient and
@@ -108,7 +110,7 @@ def restore(
     else:
         trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)
         trained.require_job(job)
-        options = trained.sample_options(steps=steps, sampler=sampler, flips=flips)
+        options = trained.sample_options(steps=steps, sampler=sampler, ensemble=ensemble, flips=flips)
     if single_file:
         output_path.parent.mkdir(parents=True, exist_ok=True)
         targets = [output_path]
@@ -125,7 +127,7 @@ def restore(
                 with self_run_dir(self_training, source, len(sources)) as run_dir:
                     trained = train_self(image, source, job, self_training, run_dir, factor=factor, device=device,
                                          progress=progress)
-                options = trained.sample_options(steps=steps, sampler=sampler, flips=flips)
+                options = trained.sample_options(steps=steps, sampler=sampler, ensemble=ensemble, flips=flips)
             result = _restore_one(trained, image, job, seed=output_seed(seed, source.name),
                                   batch_size=batch_size, factor=factor, options=options)
             if not single_file:

@@ -27,6 +27,7 @@ from medsynth.errors import MedsynthError
 from medsynth.io import ImageSource, find_input_images
 from medsynth.io.monai_reader import to_metatensor
 from medsynth.io.pairing import check_label, pair_labels
+from medsynth.models import label_condition
 from medsynth.training.experiment import DataConfig, ExperimentConfig, JobConfig
 
 log = logging.getLogger("medsynth")
@@ -280,8 +281,7 @@ def make_condition(target: torch.Tensor, label: torch.Tensor | None, job: JobCon
     if job.name == "generate":
         if job.num_classes == 0:
             return None
-        one_hot = F.one_hot(label[:, 0].long(), job.num_classes)
-        return one_hot.movedim(-1, 1).to(target.dtype)
+        return label_condition(label[:, 0], job.num_classes).to(target.dtype)
     degrade = degradation(job, scaling)
     conditions = [degrade(sample.numpy(), int(torch.randint(2**31 - 1, (1,), generator=generator)))
                   for sample in target]

@@ -121,6 +121,10 @@ class RunDirectory:
             yield
 
     # checkpoints --------------------------------------------------------------------------------
+    def sample_grid(self, step: int) -> Path:
+        """The preview PNG of ``step`` (named like its checkpoint)."""
+        return self.samples / f"{checkpoint_name(step)}.png"
+
     def latest_checkpoint(self) -> Path | None:
         """The checkpoint folder ``checkpoints/latest`` names, checked to be a real ``step_N`` folder of this run."""
         pointer = self.checkpoints / "latest"

@@ -408,6 +408,6 @@ class Trainer:
             options, _ = split_options(self.model, SampleOptions(steps=self.config.train.sample_steps))
             output = self.model.sample(None if condition is None else condition.to(self.device), seed=0,
                                        shape=shape, options=options).cpu()
-        path = self.run.samples / f"step_{step:07d}.png"
+        path = self.run.sample_grid(step)
         sample_grid(self.preview["target"], output, condition, path, title=f"step {step}")
         return path

@@ -12,10 +12,9 @@ import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from medsynth.errors import MedsynthError
-from medsynth.models import SampleOptions
+from medsynth.models import SampleOptions, label_condition
 from medsynth.progress import progress as show_progress
 from medsynth.synthesis.apply import TrainedModel, output_seed
 from medsynth.synthesis.labels import deform_label
@@ -95,7 +94,7 @@ def sample_images(trained: TrainedModel, labels: torch.Tensor, seeds: list[int],
     began = time.perf_counter()
     with torch.no_grad():
         for start in show_progress(range(0, len(labels), batch_size), desc=desc, leave=False, enabled=progress):
-            condition = F.one_hot(labels[start:start + batch_size, 0].long(), classes).movedim(-1, 1).float()
+            condition = label_condition(labels[start:start + batch_size, 0], classes)
             out.append(trained.model.sample(condition.to(trained.device), seed=seeds[start], options=options)
                        .float().cpu().clamp(0, 1))
     return torch.cat(out), time.perf_counter() - began

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medsynth.errors import MedsynthError
-from medsynth.models import FAMILIES, SampleOptions, build_synthesizer
+from medsynth.models import FAMILIES, SampleOptions, build_synthesizer, split_options
 from tests.models.conftest import TINY_OPTIONS
 
 
@@ -78,9 +78,22 @@ def test_a_state_dict_round_trip_reproduces_the_samples(family, step_context):
         assert torch.equal(model.eval().sample(condition, seed=0), copy.eval().sample(condition, seed=0))
 
 
-def test_a_wrong_condition_is_refused_with_a_clear_error(family):
+def test_a_wrong_condition_or_option_is_refused_with_a_clear_error(family):
     model = _build(family).eval()
     with pytest.raises(ValueError, match="channels"):
         model.sample(torch.zeros(1, 3, 16, 16), seed=0)
+    condition = _batch()["condition"]
+    every = SampleOptions(sampler="ddim", steps=2, guidance=2.0, ensemble=2, flips=True, init=condition,
+                          strength=0.5, clip=False)
+    refused = [name for name in every.given() if name not in model.sample_options]
+    assert {"ensemble", "flips", "clip"} <= model.sample_options <= set(every.given())  # the shared loop's, at least
+    kept, dropped = split_options(model, every)
+    assert dropped == refused and set(kept.given()) == model.sample_options
+    if refused:
+        for call in (lambda: model.sample(condition, seed=0, options=every), lambda: model.cost(every)):
+            with pytest.raises(ValueError, match=f"{model.family} family does not take .* {refused[0]}"):
+                call()
+    with torch.no_grad():
+        assert model.sample(condition, seed=0, options=kept).shape == condition.shape  # the rest it takes
     with pytest.raises(MedsynthError, match="unknown model family"):
         build_synthesizer(f"{family}_v2", 2, 1, {})

@@ -40,7 +40,7 @@ def test_denoise_a_file_and_a_mixed_folder_keeps_layout_and_geometry(tmp_path, r
     result = runner.invoke(app, ["denoise", str(source), str(tmp_path / "one.nii.gz"), "--model",
                                  str(restore_runs["denoise"]), "--steps", "3", "--device", "cpu"])
     assert result.exit_code == 0, result.stderr
-    assert "--steps/--sampler apply to diffusion models" in result.stderr  # a GAN ignores them, with a note
+    assert "--steps: not an option of this gan model" in result.stderr  # a GAN ignores it, with a note
     out = read_nifti(tmp_path / "one.nii.gz")
     assert out.array.shape == volume.array.shape and np.allclose(out.affine, volume.affine)
     bright = volume.array > np.percentile(volume.array, 99.5)  # outside the model's range: passed through
@@ -141,7 +141,10 @@ def test_the_wrong_job_and_the_wrong_thick_axis_are_refused(tmp_path, restore_ru
     assert wrong.exit_code == 1 and "trained for denoise, not super_resolve" in wrong.stderr
     augment_model = runner.invoke(app, ["denoise", str(tmp_path / "t1.nii.gz"), str(tmp_path / "x.nii.gz"),
                                         "--model", str(restore_runs["generate"])])
-    assert augment_model.exit_code == 1 and "use `medsynth augment`" in augment_model.stderr
+    assert augment_model.exit_code == 1 and "trained for generate, not denoise" in augment_model.stderr
+    no_samples = runner.invoke(app, ["denoise", str(tmp_path / "t1.nii.gz"), str(tmp_path / "x.nii.gz"), "--model",
+                                     str(restore_runs["denoise"]), "--ensemble", "0"])
+    assert no_samples.exit_code == 1 and "--ensemble" in no_samples.stderr and not (tmp_path / "x.nii.gz").exists()
     sagittal_thick = MedicalImage(volume.array[::2], volume.affine @ np.diag([2, 1, 1, 1]), {"modality": "MR"})
     write_nifti(sagittal_thick, tmp_path / "sag.nii.gz")
     axis = runner.invoke(app, ["super-resolve", str(tmp_path / "sag.nii.gz"), str(tmp_path / "y.nii.gz"), "--model",
