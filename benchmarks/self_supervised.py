@@ -210,10 +210,16 @@ def evaluate(job: str, family: str, seed: int, part: str, results: Path, steps: 
 
 
 def choose(job: str, results: Path) -> str | None:
-    """The family with the best mean PSNR over every validation seed and slice (families scored on every seed)."""
+    """The family with the best mean PSNR over every validation seed and slice (families scored on
+    every seed); the diffusion family at its chosen sampling setting (:func:`choose_setting`) if there is one."""
     by_family: dict[str, dict[int, list[float]]] = {}
+    settings = results / "validation" / f"{job}_2d_self_diffusion_settings.json"
     for family in SELF_FAMILIES:
-        for path in (results / "validation").glob(f"{job}_2d_self_{family}_{CONDITION[job]}_seed*.json"):
+        method = f"self_{family}"
+        if family == "diffusion" and settings.exists():
+            chosen = json.loads(settings.read_text())
+            method += f"_s{chosen['num_inference_steps']}e{chosen['ensemble']}"
+        for path in (results / "validation").glob(f"{job}_2d_{method}_{CONDITION[job]}_seed*.json"):
             record = json.loads(path.read_text())
             by_family.setdefault(family, {})[record["seed"]] = record["scores"]["psnr"]
     seeds = set().union(*(set(v) for v in by_family.values())) if by_family else set()
