@@ -306,7 +306,10 @@ def main() -> None:
             print(f"{job}: validation chose {choose_setting(job, args.results)}")
     if args.timing:  # jobs timed earlier are kept, each with its own provenance
         record = json.loads(TIMING.read_text()) if TIMING.exists() else {}
-        record.pop("provenance", None)
+        shared = record.pop("provenance", None)  # older records: one block for both jobs
+        for job in ("super_resolve", "denoise"):
+            if job in record and shared is not None:
+                record[job].setdefault("provenance", shared)
         record.update({job: timing(job) for job in args.jobs})
         TIMING.write_text(json.dumps(record, indent=1) + "\n")
         print(json.dumps(record, indent=1))

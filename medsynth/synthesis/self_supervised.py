@@ -41,7 +41,7 @@ _L1 = {**_GAN, "noise_channels": 0, "adversarial_weight": 0.0, "feature_matching
 _DIFFUSION = {"channels": [32, 64, 64], "attention_levels": [False, False, True], "num_res_blocks": 1,
               "norm_num_groups": 16, "num_head_channels": 32, "prediction_type": "v_prediction",
               "num_train_timesteps": 1000, "schedule": "scaled_linear_beta", "sampler": "ddim",
-              "num_inference_steps": 2, "ensemble": 2, "residual": True, "residual_scale": 10.0}
+              "num_inference_steps": 1, "ensemble": 1, "residual": True, "residual_scale": 10.0}
 #: per family: model options (the shipped 2D CPU configs' networks), training steps and batch, and
 #: the flip ensemble; sized so that training stays within the default ``--minutes`` on 2 CPU cores.
 #: The diffusion model's sampling (DDIM steps, ensemble) was chosen on validation among the settings
