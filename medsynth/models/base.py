@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, runtime_checkable
@@ -153,6 +155,16 @@ class SampleOptions:
     init: torch.Tensor | None = None
     strength: float | None = None
     clip: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "ensemble"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.strength is not None and not 0 < self.strength <= 1:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength!r}")
+        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise ValueError(f"guidance must be a finite number >= 0, got {self.guidance!r}")
 
     def given(self) -> list[str]:
         """Names of the options set away from their default."""

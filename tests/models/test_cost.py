@@ -67,3 +67,13 @@ def test_gan_and_latent_counts():
     before = unet[0] + decoder[0]
     latent.sample(one_hot(), seed=0, options=varied)
     assert latent.cost(varied) == unet[0] + decoder[0] + encoder[0] - before
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"steps": 0}, "steps must be a positive integer"), ({"ensemble": 0}, "ensemble must be a positive integer"),
+    ({"steps": 2.5}, "steps must be a positive integer"), ({"strength": 0.0}, "strength must be in"),
+    ({"guidance": float("nan")}, "guidance must be a finite number"),
+])
+def test_sample_options_refuse_values_that_would_fall_back_to_a_default(options, message):
+    with pytest.raises(ValueError, match=message):  # 0 steps or samples once meant "the model's default"
+        SampleOptions(**options)
