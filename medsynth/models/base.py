@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import numbers
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, runtime_checkable
@@ -209,6 +210,12 @@ def refuse_options(model: Synthesizer, options: SampleOptions) -> None:
                          f"(it takes {', '.join(sorted(model.sample_options))})")
 
 
+def check_residual(residual: bool, condition_channels: int) -> None:
+    """Refuse ``model.residual`` (a correction added to the condition) without a one-channel image condition."""
+    if residual and condition_channels != 1:
+        raise ValueError("model.residual needs a one-channel image condition (denoise or super_resolve)")
+
+
 def flip_subsets(spatial_dims: int) -> list[tuple[int, ...]]:
     """Every combination of the spatial axes of a ``(B, C, *spatial)`` tensor, the empty one first."""
     axes = range(2, 2 + spatial_dims)
@@ -250,7 +257,7 @@ def output_shape(condition: torch.Tensor | None, init: torch.Tensor | None, shap
     return tuple(shape) if shape is not None else (reference.shape[0], 1, *reference.shape[2:])
 
 
-class SamplingMixin:
+class SamplingMixin(ABC):
     """The sampling every family shares: options checked in one place, the flip ensemble, clipping.
 
     A family implements ``_sample_mean(condition, shape, seed, options)``: the unclipped mean of
@@ -264,9 +271,10 @@ class SamplingMixin:
     condition_channels: int
     sample_options: frozenset[str] = COMMON_OPTIONS
 
+    @abstractmethod
     def _sample_mean(self, condition: torch.Tensor | None, shape: tuple[int, ...], seed: int,
                      options: SampleOptions) -> torch.Tensor:
-        raise NotImplementedError
+        """The unclipped mean of the family's samples for one orientation of ``condition``."""
 
     def _default_ensemble(self) -> int:
         return 1
@@ -274,8 +282,9 @@ class SamplingMixin:
     def sampling_defaults(self) -> SampleOptions:
         return SampleOptions(ensemble=self._default_ensemble())
 
+    @abstractmethod
     def _evaluations_per_sample(self, options: SampleOptions) -> int:
-        raise NotImplementedError
+        """Network calls of one sample (one ensemble member, one flip)."""
 
     def cost(self, options: SampleOptions | None = None) -> int:
         """Network evaluations per output of :meth:`sample` with ``options``: the family's per

@@ -43,6 +43,7 @@ from medsynth.models.base import (
     SamplingMixin,
     StepContext,
     check_patch_stride,
+    check_residual,
     check_widths,
     conv_parameters,
     ensemble_mean,
@@ -203,8 +204,7 @@ class GANSynthesizer(SamplingMixin, nn.Module):
 
     def __init__(self, spatial_dims: int, condition_channels: int, config: GANConfig) -> None:
         super().__init__()
-        if config.residual and condition_channels != 1:
-            raise ValueError("model.residual needs a one-channel image condition (denoise or super_resolve)")
+        check_residual(config.residual, condition_channels)
         self.spatial_dims = spatial_dims
         self.condition_channels = condition_channels
         self.config = config
