@@ -22,6 +22,7 @@ import numpy as np
 from medsynth.validation.compare_report import headline_table
 from medsynth.validation.fidelity import REGIONS
 from medsynth.validation.statistics import bootstrap, paired_difference, verdict
+from medsynth.validation.utility import REAL_ONLY
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "benchmarks" / "results" / "restoration"
@@ -90,7 +91,8 @@ def comparison_section(name: str, report: dict) -> list[str]:
                f"same template; {len(report['config']['utility']['seeds'])} segmenter seeds; generators trained "
                f"per real fraction ({', '.join(data['fractions'])}). Values are means with 95% intervals; "
                "what each figure can and cannot show: [report.md](report.md).\n")
-    header, rows = headline_table(report)
+    header, rows = headline_table(report["headline"], report["realism"]["spaces"],
+                                  report["utility"]["arms"][REAL_ONLY])
     out.append("| " + " | ".join(header) + " |")
     out.append("|" + "---|" * len(header))
     out.extend("| " + " | ".join(row) + " |" for row in rows)

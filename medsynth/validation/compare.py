@@ -50,6 +50,14 @@ from medsynth.validation.compare_config import (
 )
 from medsynth.validation.compare_data import RealSlices, class_names, deformed_conditions, real_slices, sample_images
 from medsynth.validation.compare_report import write_compare_report
+from medsynth.validation.compare_results import (
+    FULL,
+    CompareReport,
+    FamilyFigures,
+    FamilyResult,
+    SamplingCost,
+    SyntheticSets,
+)
 from medsynth.validation.compare_summary import headline, verdicts
 from medsynth.validation.feature_spaces import build_feature_spaces
 from medsynth.validation.features import FeatureExtractor, load_feature_extractor, train_feature_network
@@ -60,7 +68,6 @@ from medsynth.validation.utility import REAL_ONLY, real_subset
 from medsynth.validation.utility_study import SyntheticPairs, utility_experiment, utility_verdicts
 
 log = logging.getLogger("medsynth")
-FULL = "1"  # the key of the whole training set among the fractions
 
 __all__ = ["SPLIT_KEYS", "CompareConfig", "FeatureConfig", "SamplingConfig", "UtilityConfig", "_experiments",
            "compare", "load_compare_config", "load_experiments"]
@@ -107,10 +114,10 @@ def _sampling_options(trained: TrainedModel, steps: int | None) -> SampleOptions
 
 
 def _make_sets(name: str, runs: dict[str, tuple[Path, bool]], real: RealSlices, subsets: dict[str, list[int]],
-               sampling: SamplingConfig, device: str, progress: bool) -> tuple[dict, dict]:
+               sampling: SamplingConfig, device: str, progress: bool) -> SyntheticSets:
     """Each fraction's synthetic pairs (``SyntheticPairs``) and, from the whole-set generator, the
-    diversity groups and the costs of sampling."""
-    train, pairs, costs = real.train, {}, {}
+    diversity groups and the cost of sampling."""
+    train, pairs = real.train, {}
     for key, (run, exact) in runs.items():
         trained = TrainedModel.load(run, device)
         options = _sampling_options(trained, sampling.steps)
@@ -131,12 +138,11 @@ def _make_sets(name: str, runs: dict[str, tuple[Path, bool]], real: RealSlices, 
         groups, group_seconds = sample_images(trained, maps.repeat_interleave(repeats, 0), group_seeds, options,
                                               sampling.batch_size, f"{name}: diversity samples", progress)
         sampler, evaluations = trained.describe_sampling(options)
-        costs = {"family": trained.family, "sampler": sampler, "sampling_options": options.describe(),
-                 "network_evaluations": evaluations,
-                 "images_per_second": (len(images) + len(groups)) / max(seconds + group_seconds, 1e-9),
-                 "trained_on_exact_subset": exact, "batch_size": trained.config.train.batch_size,
-                 "groups": groups.view(len(maps), repeats, *groups.shape[1:]), "group_labels": maps}
-    return pairs, costs
+        cost = SamplingCost(trained.family, sampler, options.describe(), evaluations,
+                            (len(images) + len(groups)) / max(seconds + group_seconds, 1e-9), exact,
+                            trained.config.train.batch_size)
+        groups = groups.view(len(maps), repeats, *groups.shape[1:])
+    return SyntheticSets(pairs, groups, maps, cost)
 
 
 def _feature_network(config: CompareConfig, train: ImageSet, classes: int, out: Path, device: torch.device,
@@ -191,31 +197,28 @@ def compare(config: CompareConfig | str | os.PathLike, out: str | os.PathLike, *
                                      str(target), progress) for key in keys}
                 for name, e in experiments.items()}
     extractor = _feature_network(config, train, len(names), out, target, progress)
-    sets, costs = {}, {}
-    for name in experiments:
-        sets[name], costs[name] = _make_sets(name, run_dirs[name], real, subsets, config.samples, str(target),
-                                             progress)
-    full = {name: sets[name][FULL].pairs for name in experiments}
+    sets = {name: _make_sets(name, run_dirs[name], real, subsets, config.samples, str(target), progress)
+            for name in experiments}
+    full = {name: sets[name].pairs[FULL].pairs for name in experiments}
     realism = measure.realism(build_feature_spaces(extractor, 2), held, train, full)
     models, shown = {}, {}
-    for name in experiments:
-        memorization, calibrated = measure.memorization(extractor, train, held, full[name], len(names))
-        groups, group_labels = costs[name].pop("groups"), costs[name].pop("group_labels")
-        fraction_runs = {key: {"run": str(run), "trained_on_exact_subset": exact, **measure.run_summary(run)}
-                         for key, (run, exact) in run_dirs[name].items()}
-        models[name] = {**costs[name], "runs": fraction_runs, **fraction_runs[FULL],
-                        "n_synthetic": len(full[name]), "diversity": measure.diversity(groups, held),
-                        "memorization": memorization, "stability": measure.stability(run_dirs[name][FULL][0]),
-                        "intensity_wasserstein": intensity_distances(held, full[name], names)}
-        shown[name] = {"pairs": full[name], "groups": groups, "group_labels": group_labels,
-                       "calibrated": calibrated, "curves": measure.loss_curves(run_dirs[name][FULL][0])}
+    for name, made in sets.items():
+        whole_run = run_dirs[name][FULL][0]
+        memorization = measure.memorization(extractor, train, held, full[name], len(names))
+        models[name] = FamilyResult(made.cost, {key: measure.run_record(run, exact)
+                                                for key, (run, exact) in run_dirs[name].items()},
+                                    len(full[name]), measure.diversity(made.groups, held), memorization,
+                                    measure.stability(whole_run), intensity_distances(held, full[name], names))
+        shown[name] = FamilyFigures(full[name], memorization, made.groups, made.group_labels,
+                                    measure.loss_curves(whole_run))
     segmenters: list[torch.nn.Module] = []
 
     def keep(arm: str, fraction: float, seed: int, network: torch.nn.Module) -> None:
         if arm == REAL_ONLY and _key(fraction) == FULL:
             segmenters.append(network)
 
-    synthetic = {name: {float(k): sets[name][k] for k in map(_key, utility_config.fractions)} for name in experiments}
+    synthetic = {name: {float(k): sets[name].pairs[k] for k in map(_key, utility_config.fractions)}
+                 for name in experiments}
     utility = utility_experiment(train, held, synthetic, class_names=names, seeds=utility_config.seeds,
                                  fractions=utility_config.fractions, steps=utility_config.steps,
                                  ratio=utility_config.ratio, baselines=utility_config.baselines,
@@ -225,21 +228,16 @@ def compare(config: CompareConfig | str | os.PathLike, out: str | os.PathLike, *
         segmenters = real_segmenters(train, num_classes=len(names), steps=utility_config.steps,
                                      seeds=utility_config.seeds, device=target)
     fidelity = label_fidelity(segmenters, full, held, class_names=names)
-    budget = measure.budget({name: models[name]["train_seconds"] for name in experiments})
-    report = {"description": config.description, "config": to_dict(config),
-              "experiments": {name: experiment_to_dict(e) for name, e in experiments.items()},
-              "data": {"train_slices": len(train), "held_out_slices": len(held),
-                       "slice_shape": list(train.images.shape[2:]), "classes": names,
-                       "source": first.data.images or "bundled MNI152 2009 template (nilearn)",
-                       "test_slab": list(first.data.test),
-                       "fractions": {key: len(subsets[key]) for key in keys}},
-              "feature_network": {"description": extractor.description, **extractor.config},
-              "realism": realism, "label_fidelity": fidelity, "models": models, "utility": utility,
-              "budget": budget}
-    report["verdicts"] = verdicts(report)
-    report["headline"] = headline(report)
-    report["seconds"] = round(time.perf_counter() - began, 1)
-    report["provenance"] = provenance(config=to_dict(config), seeds=list(utility_config.seeds),
-                                      seconds=report["seconds"])
-    write_json(out / "metrics.json", report)
+    report = CompareReport(
+        config.description, to_dict(config), {name: experiment_to_dict(e) for name, e in experiments.items()},
+        {"train_slices": len(train), "held_out_slices": len(held), "slice_shape": list(train.images.shape[2:]),
+         "classes": names, "source": first.data.images or "bundled MNI152 2009 template (nilearn)",
+         "test_slab": list(first.data.test), "fractions": {key: len(subsets[key]) for key in keys}},
+        {"description": extractor.description, **extractor.config}, realism, fidelity, models, utility,
+        measure.budget({name: model.full.train_seconds for name, model in models.items()}))
+    report.verdicts = verdicts(report)
+    report.headline = headline(report)
+    report.seconds = round(time.perf_counter() - began, 1)
+    report.provenance = provenance(config=to_dict(config), seeds=list(utility_config.seeds), seconds=report.seconds)
+    write_json(out / "metrics.json", report.as_dict())
     return write_compare_report(out, report, train, held, shown)

@@ -1,8 +1,8 @@
 """The measurements of ``medsynth compare`` on sets already made: realism in three feature spaces,
 diversity, calibrated memorization, and the costs read from each run.
 
-Every function takes real and synthetic :class:`ImageSet` s and returns JSON-ready records whose
-headline figures are ``{"value", "ci95"}`` (``unpaired.as_ci95``).
+Every function returns a typed record of :mod:`~medsynth.validation.compare_results` (its
+``as_dict`` is the ``metrics.json`` form).
 """
 
 from __future__ import annotations
@@ -15,10 +15,20 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
+from medsynth.validation.compare_results import (
+    Budget,
+    FlaggedShare,
+    Memorization,
+    Realism,
+    RunRecord,
+    SetRealism,
+    SpaceRealism,
+    Stability,
+)
 from medsynth.validation.feature_spaces import FeatureSpace, rank_agreement, standardize
 from medsynth.validation.features import FeatureExtractor
-from medsynth.validation.mode_collapse import diversity_check
-from medsynth.validation.nearest_training import CalibratedMemorization, calibrated_memorization, label_descriptor
+from medsynth.validation.mode_collapse import DiversityCheck, diversity_check
+from medsynth.validation.nearest_training import calibrated_memorization, label_descriptor
 from medsynth.validation.realism import ImageSet
 from medsynth.validation.unpaired import fid_check, kid_interval
 
@@ -27,68 +37,46 @@ REAL_TRAINING = "real training slices"
 
 
 def realism(spaces: dict[str, FeatureSpace], held: ImageSet, train: ImageSet | None,
-            synthetic: dict[str, ImageSet]) -> dict:
+            synthetic: dict[str, ImageSet]) -> Realism:
     """KID (95% interval) and FID (with its validity flag) of each synthetic set against the held-out
     real images, in every feature space, beside the same for the real training slices (when given:
     the reference a synthetic set can hope to reach); and whether the spaces rank the families alike
     (``feature_spaces.rank_agreement`` on KID)."""
-    out: dict[str, dict] = {}
-    reference = {} if train is None else {REAL_TRAINING: train}
+    out: dict[str, SpaceRealism] = {}
     for name, space in spaces.items():
         real = space.extract(held.images)
-        entry = {"description": space.description, "families": {}}
-        for label, images in {**synthetic, **reference}.items():
+        measured = {}
+        for label, images in {**synthetic, **({} if train is None else {REAL_TRAINING: train})}.items():
             fake = space.extract(images.images)
-            record = {"kid": kid_interval(real, fake).as_dict(), "fid": fid_check(real, fake)}
-            if label == REAL_TRAINING:
-                entry["reference"] = record
-            else:
-                entry["families"][label] = record
-        out[name] = entry
-    agreement = rank_agreement({space: {f: r["kid"] for f, r in entry["families"].items()}
-                                for space, entry in out.items()})
-    return {"spaces": out, "agreement": agreement, "n_real": len(held),
-            "n_synthetic": {name: len(images) for name, images in synthetic.items()},
-            "kid": "unbiased squared MMD, cubic kernel; 95% percentile bootstrap over images",
-            "compared": "synthetic images for deformed training label maps against held-out real images (unpaired)"}
+            measured[label] = SetRealism(kid_interval(real, fake), fid_check(real, fake))
+        out[name] = SpaceRealism(space.description, measured, measured.pop(REAL_TRAINING, None))
+    agreement = rank_agreement({space: {f: r.kid for f, r in entry.families.items()} for space, entry in out.items()})
+    return Realism(out, agreement, len(held), {name: len(images) for name, images in synthetic.items()})
 
 
-def diversity(groups: torch.Tensor, held: ImageSet) -> dict:
+def diversity(groups: torch.Tensor, held: ImageSet) -> DiversityCheck:
     """``mode_collapse.diversity_check`` of ``groups`` ``(C, K, 1, *spatial)`` beside the held-out real images."""
     return diversity_check(groups, held.images)
 
 
-def flagged_interval(flagged: int, total: int) -> dict:
+def flagged_interval(flagged: int, total: int) -> FlaggedShare:
     """The share of flagged samples with its exact (Clopper-Pearson) 95% binomial interval."""
     interval = binomtest(flagged, total).proportion_ci(0.95, method="exact")
-    return {"value": flagged / total, "ci95": [float(interval.low), float(interval.high)],
-            "flagged": flagged, "n": total}
+    return FlaggedShare(flagged, total, float(interval.low), float(interval.high))
 
 
 def memorization(extractor: FeatureExtractor, train: ImageSet, held: ImageSet, synthetic: ImageSet,
-                 num_classes: int) -> tuple[dict, dict[str, CalibratedMemorization]]:
+                 num_classes: int) -> Memorization:
     """Calibrated memorization of ``synthetic`` in the trained feature space (z-scored on the training
     features) and, when all three sets have label maps, on its condition residuals (the label-map
-    descriptor's ridge prediction removed).
-
-    Returns the record (each space's summary, its flagged share with an exact 95% interval, and
-    which samples each space flagged alone or both did) and the results, for the figures."""
+    descriptor's ridge prediction removed); each space's flagged share with an exact 95% interval."""
     x, h, y = standardize(*(extractor.extract(s.images) for s in (train, held, synthetic)))
     results = {"features": calibrated_memorization(x, h, y)}
     if num_classes > 1 and all(s.labels is not None for s in (train, held, synthetic)):
         conditions = tuple(label_descriptor(s.labels, num_classes) for s in (train, held, synthetic))
         results["residuals"] = calibrated_memorization(x, h, y, conditions=conditions)
-    record = {}
-    for space, result in results.items():
-        summary = result.as_dict()
-        for pair in summary["closest"]:
-            pair.update(synthetic=synthetic.names[pair["synthetic_index"]], train=train.names[pair["train_index"]])
-        record[space] = {**summary, "share": flagged_interval(len(result.flagged), len(result.distance))}
-    if "residuals" in results:
-        features, residuals = (set(results[s].flagged.tolist()) for s in ("features", "residuals"))
-        record["flagged_by"] = {"both": len(features & residuals), "features_only": len(features - residuals),
-                                "residuals_only": len(residuals - features)}
-    return record, results
+    shares = {space: flagged_interval(len(r.flagged), len(r.distance)) for space, r in results.items()}
+    return Memorization(results, shares, list(synthetic.names), list(train.names))
 
 
 def _log_columns(run: Path) -> dict[str, np.ndarray]:
@@ -104,7 +92,7 @@ def loss_curves(run: Path) -> dict[str, np.ndarray]:
     return _log_columns(run)
 
 
-def stability(run: Path, window: int = 10) -> dict:
+def stability(run: Path, window: int = 10) -> Stability:
     """Loss curves' spread: for each logged loss, the coefficient of variation (std / |mean|) of its
     running mean over ``window`` logged values, in the second half of training. Smoothing removes
     the step-to-step noise of the objective itself (diffusion's random timesteps), leaving swings
@@ -117,30 +105,27 @@ def stability(run: Path, window: int = 10) -> dict:
         if len(values) > window:
             values = np.convolve(values, np.ones(window) / window, mode="valid")
         out[key] = float(values.std() / max(abs(values.mean()), 1e-12)) if len(values) > 1 else None
-    return {"loss_cv": out, "headline_loss": losses[0] if losses else None}
+    return Stability(out, losses[0] if losses else None)
 
 
-def run_summary(run: Path) -> dict:
-    """Training wall time, steps, speed, memory and parameters from the run's ``summary.json``."""
+def run_record(run: Path, exact: bool) -> RunRecord:
+    """The run with its training wall time, steps, speed, memory and parameters from ``summary.json``."""
     path = run / "summary.json"
     summary = json.loads(path.read_text()) if path.exists() else {}
-    return {"train_seconds": summary.get("seconds_total"), "train_steps": summary.get("steps"),
-            "steps_per_second": summary.get("steps_per_second"), "peak_memory_mb": summary.get("peak_memory_mb"),
-            "parameters": summary.get("parameters")}
+    return RunRecord(str(run), exact, summary.get("seconds_total"), summary.get("steps"),
+                     summary.get("steps_per_second"), summary.get("peak_memory_mb"), summary.get("parameters"))
 
 
-def budget(train_seconds: dict[str, float | None], tolerance: float = 0.1) -> dict:
+def budget(train_seconds: dict[str, float | None], tolerance: float = 0.1) -> Budget:
     """Are the families' training wall times matched? ``ratio`` = slowest / fastest; ``matched`` when
     it is within ``tolerance`` (10%); ``statement`` says the ratio in words when it is not."""
     known = {name: s for name, s in train_seconds.items() if s}
     if len(known) < 2:
-        return {"seconds": train_seconds, "ratio": None, "matched": None,
-                "statement": "training wall times are not known for every family (a run without summary.json)"}
+        return Budget(train_seconds, "training wall times are not known for every family (a run without summary.json)")
     slow, fast = max(known, key=known.get), min(known, key=known.get)
     ratio = known[slow] / known[fast]
     matched = ratio <= 1 + tolerance
     statement = (f"training wall times are matched within {tolerance:.0%} (ratio {ratio:.2f})" if matched else
                  f"training budgets are NOT matched: {slow} trained {ratio:.2f}x as long as {fast} "
                  f"({known[slow]:.3g} s vs {known[fast]:.3g} s); weigh every comparison by that")
-    return {"seconds": train_seconds, "ratio": ratio, "slowest": slow, "fastest": fast, "matched": matched,
-            "tolerance": tolerance, "statement": statement}
+    return Budget(train_seconds, statement, ratio, slow, fast, matched, tolerance)

@@ -1,6 +1,7 @@
 """The comparison's headline figures (``{"value", "ci95"}`` records) and its plain-language verdicts.
 
-Both are read off the report dictionary ``compare`` builds; nothing here measures. A verdict
+Both are read off the :class:`~medsynth.validation.compare_results.CompareReport` ``compare``
+builds; nothing here measures. A verdict
 calls one set better than another only where the two 95% intervals do not overlap (realism,
 label fidelity) or the paired difference's interval excludes 0 (utility).
 """
@@ -8,39 +9,36 @@ label fidelity) or the paired difference's interval excludes 0 (utility).
 from __future__ import annotations
 
 from medsynth.validation.compare_measure import REAL_TRAINING
+from medsynth.validation.compare_results import Budget, CompareReport, FamilyResult, Realism
+from medsynth.validation.unpaired import as_ci95, format_ci95
 from medsynth.validation.utility import REAL_ONLY
 
-
-def _record(entry: dict) -> dict:
-    return {"value": entry["value"], "ci95": list(entry["ci95"])}
-
-
-def _fmt(entry: dict, digits: int = 3) -> str:
-    low, high = entry["ci95"]
-    return f"{entry['value']:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+_record = as_ci95  # every headline figure: ``{"value", "ci95"}``
+_fmt = format_ci95
 
 
-def _pct(entry: dict) -> str:
-    low, high = entry["ci95"]
-    return f"{entry['value']:.0%} [{low:.0%}, {high:.0%}]"
+def _pct(entry: object) -> str:
+    record = as_ci95(entry)
+    low, high = record["ci95"]
+    return f"{record['value']:.0%} [{low:.0%}, {high:.0%}]"
 
 
 def _overlap(a: dict, b: dict) -> bool:
     return a["ci95"][0] <= b["ci95"][1] and b["ci95"][0] <= a["ci95"][1]
 
 
-def headline(report: dict) -> dict:
+def headline(report: CompareReport) -> dict:
     """Name -> headline figures, each ``{"value", "ci95"}``: every family, both baseline arms, real only
     (utility and the label-fidelity reference) and the real training slices (the realism reference)."""
-    spaces = report["realism"]["spaces"]
-    utility = report["utility"]["arms"]
+    spaces = report.realism.spaces
+    utility = report.utility["arms"]
     out: dict[str, dict] = {}
-    for name, model in report["models"].items():
+    for name, model in report.models.items():
         out[name] = {
-            "realism_kid": {space: _record(entry["families"][name]["kid"]) for space, entry in spaces.items()},
-            "diversity_within_ms_ssim": _record(model["diversity"]["within"]),
-            "label_fidelity_dice": _record(report["label_fidelity"]["synthetic"][name]["dice"]),
-            "memorization_share": {space: _record(model["memorization"][space]["share"])
+            "realism_kid": {space: _record(entry.families[name].kid) for space, entry in spaces.items()},
+            "diversity_within_ms_ssim": _record(model.diversity.within),
+            "label_fidelity_dice": _record(report.label_fidelity["synthetic"][name]["dice"]),
+            "memorization_share": {space: _record(model.memorization.shares[space])
                                    for space in ("features", "residuals")},
         }
     for arm, by_fraction in utility.items():
@@ -49,20 +47,21 @@ def headline(report: dict) -> dict:
                                        **({"difference_vs_real_only": _record(e["difference"])}
                                           if "difference" in e else {})}
                             for fraction, e in by_fraction.items()}
-    out[REAL_ONLY]["label_fidelity_dice"] = _record(report["label_fidelity"]["reference"]["dice"])
-    out[REAL_TRAINING] = {"realism_kid": {space: _record(entry["reference"]["kid"]) for space, entry in spaces.items()}}
+    out[REAL_ONLY]["label_fidelity_dice"] = _record(report.label_fidelity["reference"]["dice"])
+    out[REAL_TRAINING] = {"realism_kid": {space: _record(entry.reference.kid) for space, entry in spaces.items()}}
     return out
 
 
-def realism_verdict(realism: dict) -> str:
+def realism_verdict(realism: Realism) -> str:
     words = []
-    for space, entry in realism["spaces"].items():
-        ranked = sorted(entry["families"], key=lambda f: entry["families"][f]["kid"]["value"])
-        listed = "; ".join(f"{f} {_fmt(entry['families'][f]['kid'])}" for f in ranked)
-        invalid = [f for f in ranked if not entry["families"][f]["fid"]["valid"]]
-        words.append(f"{space} features: KID {listed} (real training slices: {_fmt(entry['reference']['kid'])})"
-                     + (f"; FID not valid here ({entry['families'][invalid[0]]['fid']['reason']})" if invalid else ""))
-    agreement = realism["agreement"]
+    for space, entry in realism.spaces.items():
+        families = entry.families
+        ranked = sorted(families, key=lambda f: families[f].kid.value)
+        listed = "; ".join(f"{f} {_fmt(families[f].kid)}" for f in ranked)
+        invalid = [f for f in ranked if not families[f].fid["valid"]]
+        words.append(f"{space} features: KID {listed} (real training slices: {_fmt(entry.reference.kid)})"
+                     + (f"; FID not valid here ({families[invalid[0]].fid['reason']})" if invalid else ""))
+    agreement = realism.agreement
     decided = []
     for pair in agreement["pairs"]:
         orders = ", ".join(f"{space}: {order if order == 'tie' else order + ' lower'}"
@@ -79,27 +78,25 @@ def realism_verdict(realism: dict) -> str:
     return " ".join([verdict, "KID per space, lower is more like the held-out real slices: " + " | ".join(words)])
 
 
-def diversity_verdict(models: dict) -> str:
+def diversity_verdict(models: dict[str, FamilyResult]) -> str:
     words = []
     for name, model in models.items():
-        d = model["diversity"]
-        flags = [w for w, on in (("within a condition", d["collapse_within"]),
-                                 ("across conditions", d["collapse_across"])) if on]
-        words.append(f"{name}: MS-SSIM among samples for one condition {_fmt(d['within'])}, across conditions "
-                     f"{d['across']:.3g}, real images among themselves {d['real']:.3g}: "
+        d = model.diversity
+        flags = [w for w, on in (("within a condition", d.collapse_within),
+                                 ("across conditions", d.collapse_across)) if on]
+        words.append(f"{name}: MS-SSIM among samples for one condition {_fmt(d.within)}, across conditions "
+                     f"{d.across:.3g}, real images among themselves {d.real:.3g}: "
                      + (f"MODE COLLAPSE flagged {' and '.join(flags)}" if flags else "no mode collapse flagged"))
-    return ". ".join(words) + ". (1 = identical images; the rule: " + next(iter(models.values()))["diversity"]["rule"] \
-        + ")"
+    return ". ".join(words) + f". (1 = identical images; the rule: {next(iter(models.values())).diversity.rule})"
 
 
-def memorization_verdict(models: dict) -> str:
+def memorization_verdict(models: dict[str, FamilyResult]) -> str:
     words = []
     for name, model in models.items():
-        m = model["memorization"]
-        both = m["flagged_by"]
-        words.append(f"{name}: {m['features']['flagged']} of {m['features']['n_synthetic']} samples flagged as "
-                     f"copies on features ({_pct(m['features']['share'])}), {m['residuals']['flagged']} on "
-                     f"condition residuals ({_pct(m['residuals']['share'])}); flagged by both {both['both']}, "
+        shares, both = model.memorization.shares, model.memorization.flagged_by
+        words.append(f"{name}: {shares['features'].flagged} of {shares['features'].n} samples flagged as "
+                     f"copies on features ({_pct(shares['features'])}), {shares['residuals'].flagged} on "
+                     f"condition residuals ({_pct(shares['residuals'])}); flagged by both {both['both']}, "
                      f"features only {both['features_only']}, residuals only {both['residuals_only']}")
     return ("; ".join(words) + ". A copy is closer to a training image than half the 5th percentile of held-out "
             "real images' nearest-training distances. Flagged on features only: the sample follows a training "
@@ -121,20 +118,20 @@ def fidelity_verdict(fidelity: dict) -> str:
             f"{_fmt(reference)}.")
 
 
-def cost_verdict(models: dict, budget: dict) -> str:
-    words = [f"{name}: {m['network_evaluations']} network evaluation{'s' * (m['network_evaluations'] != 1)} per "
-             f"image ({m['sampler']}), "
-             f"{m['images_per_second']:.3g} images/s" for name, m in models.items()]
-    return "; ".join(words) + f". {budget['statement'][0].upper()}{budget['statement'][1:]}."
+def cost_verdict(models: dict[str, FamilyResult], budget: Budget) -> str:
+    words = [f"{name}: {c.network_evaluations} network evaluation{'s' * (c.network_evaluations != 1)} per "
+             f"image ({c.sampler}), {c.images_per_second:.3g} images/s"
+             for name, c in ((name, m.cost) for name, m in models.items())]
+    return "; ".join(words) + f". {budget.statement[0].upper()}{budget.statement[1:]}."
 
 
-def verdicts(report: dict) -> dict[str, str]:
+def verdicts(report: CompareReport) -> dict[str, str]:
     """Question -> one paragraph in plain words, each figure with its 95% interval."""
-    utility = report["utility"]
+    utility = report.utility
     seeds = len(utility["seeds"])
-    return {"realism": realism_verdict(report["realism"]),
-            "diversity": diversity_verdict(report["models"]),
-            "memorization": memorization_verdict(report["models"]),
-            "label fidelity": fidelity_verdict(report["label_fidelity"]),
+    return {"realism": realism_verdict(report.realism),
+            "diversity": diversity_verdict(report.models),
+            "memorization": memorization_verdict(report.models),
+            "label fidelity": fidelity_verdict(report.label_fidelity),
             "utility": f"{seeds} segmenter seed{'s' * (seeds != 1)}. " + " ".join(utility["verdicts"].values()),
-            "costs": cost_verdict(report["models"], report["budget"])}
+            "costs": cost_verdict(report.models, report.budget)}

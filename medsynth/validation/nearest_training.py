@@ -103,6 +103,11 @@ class CalibratedMemorization:
         return np.flatnonzero(self.distance < self.threshold)
 
     @property
+    def held_out_in_training(self) -> int:
+        """Held-out images identical to a training image: the calibration is void when these are many."""
+        return int((self.held_distance <= 1e-9).sum())
+
+    @property
     def fraction_flagged(self) -> float:
         return float(len(self.flagged) / len(self.distance))
 
@@ -115,8 +120,7 @@ class CalibratedMemorization:
                 "n_synthetic": len(self.distance), "n_held_out": len(held),
                 "held_out_distance": {"min": float(held.min()), "q05": float(np.percentile(held, 5)),
                                       "median": float(np.median(held))},
-                # held-out images identical to a training image: the calibration is void when these are many
-                "held_out_in_training": int((held <= 1e-9).sum()),
+                "held_out_in_training": self.held_out_in_training,
                 "median_distance": float(np.median(self.distance)),
                 "closest": [{"synthetic_index": int(i), "train_index": int(self.nearest[i]),
                              "distance": float(self.distance[i]), "percentile": float(self.percentile[i])}

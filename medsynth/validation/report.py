@@ -18,7 +18,9 @@ from matplotlib.figure import Figure
 from medsynth.io.files import atomic_path
 from medsynth.training.figures import subplots
 from medsynth.validation.compare_measure import REAL_TRAINING
+from medsynth.validation.compare_results import FamilyFigures, Memorization, Realism
 from medsynth.validation.realism import ImageSet
+from medsynth.validation.unpaired import format_ci95
 
 
 def _format(value: float | str | None) -> str:
@@ -29,11 +31,9 @@ def _format(value: float | str | None) -> str:
     return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
 
 
-def _interval(entry: dict | None, digits: int = 3) -> str:
-    if not entry:
-        return "—"
-    low, high = entry["ci95"]
-    return f"{entry['value']:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
+def _interval(entry: object | None, digits: int = 3) -> str:
+    """``value [low, high]`` of a ``{"value", "ci95"}`` record or an interval object; "—" for none."""
+    return format_ci95(entry, digits) if entry else "—"
 
 
 def _errorbar(entries: list[dict]) -> tuple[list[float], np.ndarray]:
@@ -56,10 +56,10 @@ def _show(axis: Axes, image: np.ndarray, title: str = "", **kwargs) -> None:
     axis.axis("off")
 
 
-def loss_figure(shown: dict, path: Path) -> Path:
+def loss_figure(shown: dict[str, FamilyFigures], path: Path) -> Path:
     figure, axes = subplots(1, len(shown), (4.2 * len(shown), 3))
     for axis, (name, items) in zip(axes[0], shown.items(), strict=True):
-        curves = items["curves"]
+        curves = items.curves
         for key, values in curves.items():
             if key.startswith("loss") and len(values) == len(curves["step"]):
                 axis.plot(curves["step"], values, label=key, linewidth=0.8)
@@ -70,15 +70,15 @@ def loss_figure(shown: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
-def realism_figure(realism: dict, path: Path) -> Path:
+def realism_figure(realism: Realism, path: Path) -> Path:
     """KID with its 95% interval in each feature space, families beside the real training slices."""
-    spaces = list(realism["spaces"])
+    spaces = list(realism.spaces)
     figure, axes = subplots(1, len(spaces), (3.4 * len(spaces), 2.8))
     for axis, space in zip(axes[0], spaces, strict=True):
-        entry = realism["spaces"][space]
-        rows = {f: r["kid"] for f, r in entry["families"].items()}
-        if "reference" in entry:
-            rows[REAL_TRAINING] = entry["reference"]["kid"]
+        entry = realism.spaces[space]
+        rows = {f: r.kid.as_dict() for f, r in entry.families.items()}
+        if entry.reference is not None:
+            rows[REAL_TRAINING] = entry.reference.kid.as_dict()
         values, spread = _errorbar(list(rows.values()))
         axis.bar(range(len(rows)), values, yerr=spread, capsize=4, color=["C0", "C1", "C2", "C3"][:len(rows)])
         axis.set_xticks(range(len(rows)), list(rows), fontsize=7, rotation=20)
@@ -87,13 +87,14 @@ def realism_figure(realism: dict, path: Path) -> Path:
     return _save(figure, path)
 
 
-def nearest_figure(shown: dict, train: ImageSet, path: Path, pairs: int = 2) -> Path:
+def nearest_figure(shown: dict[str, FamilyFigures], train: ImageSet, path: Path, pairs: int = 2) -> Path:
     """Per family: the held-out real images' nearest-training distances (histogram), the copy threshold
     and the closest samples' distances, in both spaces; then the closest pairs (features)."""
     columns = 2 + 2 * pairs
     figure, axes = subplots(len(shown), columns, (2.2 * columns, 2.2 * len(shown)))
     for r, (name, items) in enumerate(shown.items()):
-        for c, (space, result) in enumerate(items["calibrated"].items()):
+        calibrated = items.memorization.results
+        for c, (space, result) in enumerate(calibrated.items()):
             axis = axes[r, c]
             axis.hist(result.held_distance, bins=15, color="0.7", label="held-out real")
             axis.axvline(result.threshold, color="r", linewidth=1, label="copy threshold")
@@ -103,11 +104,11 @@ def nearest_figure(shown: dict, train: ImageSet, path: Path, pairs: int = 2) -> 
             axis.tick_params(labelsize=6)
             if r == 0 and c == 0:
                 axis.legend(fontsize=5)
-        if len(items["calibrated"]) == 1:  # no condition residuals (no label maps)
+        if len(calibrated) == 1:  # no condition residuals (no label maps)
             axes[r, 1].axis("off")
-        result = items["calibrated"]["features"]
+        result = calibrated["features"]
         for k, i in enumerate(np.argsort(result.distance)[:pairs]):
-            _show(axes[r, 2 + 2 * k], _view(items["pairs"].images[i, 0]),
+            _show(axes[r, 2 + 2 * k], _view(items.pairs.images[i, 0]),
                   f"d={result.distance[i]:.3g} (pct {result.percentile[i]:.0%})")
             _show(axes[r, 3 + 2 * k], _view(train.images[result.nearest[i], 0]), "nearest training")
     figure.suptitle("Nearest-training distances: held-out real images (grey), closest samples (dashed)", fontsize=9)
@@ -151,15 +152,16 @@ text-align:left}}th{{background:#f3f3f3}}img{{max-width:100%}}li{{margin:.3em 0}
 
 
 def write_validation_report(out: Path, report: dict, real: ImageSet, synthetic: ImageSet, train: ImageSet | None,
-                            calibrated: dict | None) -> Path:
-    """Figures and ``report.html`` of ``medsynth validate`` (``calibrated``: memorization's results, or None)."""
+                            realism: Realism, memorization: Memorization | None) -> Path:
+    """Figures and ``report.html`` of ``medsynth validate`` (``memorization``: None without ``--train``)."""
     m = report["metrics"]
     rows = []
-    for space, entry in m["realism"]["spaces"].items():
-        record = entry["families"]["synthetic"]
-        fid = record["fid"]
-        reference = f"; real training images: {_interval(entry['reference']['kid'])}" if "reference" in entry else ""
-        rows.append([f"KID, {space} features", _interval(record["kid"]),
+    for space, entry in realism.spaces.items():
+        record = entry.families["synthetic"]
+        fid = record.fid
+        reference = "" if entry.reference is None else \
+            f"; real training images: {_interval(entry.reference.kid)}"
+        rows.append([f"KID, {space} features", _interval(record.kid),
                      f"95% interval; ~0 = same distribution as REAL_DIR{reference}"])
         rows.append([f"FID, {space} features", _format(fid.get("value")),
                      "valid" if fid.get("valid") else f"biased: {fid.get('reason', 'too few images')}"])
@@ -171,21 +173,21 @@ def write_validation_report(out: Path, report: dict, real: ImageSet, synthetic: 
         f = m["fidelity"]
         rows.append(["paired PSNR / SSIM", f"{f['psnr']:.2f} dB / {f['ssim']:.3f}",
                      f"{f['pairs']} synthetic images against the real images of the same name"])
-    memorization = m["memorization"]
-    if calibrated is None:
-        rows.append(["copies of training images", "—", memorization["reason"]])
-    for space, result in (calibrated or {}).items():
-        share, inside = memorization[space]["share"], memorization[space]["held_out_in_training"]
+    if memorization is None:
+        rows.append(["copies of training images", "—", m["memorization"]["reason"]])
+    for space, result in ({} if memorization is None else memorization.results).items():
+        share = memorization.shares[space]
+        inside = result.held_out_in_training
         warning = (f" WARNING: {inside} of REAL_DIR's images are identical to training images, so the calibration "
                    "is void; give real images the generator never trained on." if inside else "")
         rows.append([f"share flagged as copies ({result.space})",
-                     f"{share['flagged']} of {share['n']}: {_interval(share)}", result.rule + warning])
+                     f"{share.flagged} of {share.n}: {_interval(share)}", result.rule + warning])
     figures = out / "figures"
     paths = {"Real and synthetic images": grid_figure({"real": real, "synthetic": synthetic}, figures / "samples.png"),
-             "Realism: KID per feature space, 95% intervals": realism_figure(m["realism"], figures / "kid.png")}
-    if calibrated is not None and train is not None:
+             "Realism: KID per feature space, 95% intervals": realism_figure(realism, figures / "kid.png")}
+    if memorization is not None and train is not None:
         paths["Memorization: nearest-training distances and closest pairs"] = nearest_figure(
-            {"synthetic": {"calibrated": calibrated, "pairs": synthetic}}, train, figures / "nearest.png")
+            {"synthetic": FamilyFigures(synthetic, memorization)}, train, figures / "nearest.png")
     body = (f"<p>{len(real)} real images ({html.escape(report['real'])}) and {len(synthetic)} synthetic images "
             f"({html.escape(report['synthetic'])}), {report['spatial_dims']}D, on a "
             f"{'x'.join(map(str, report['shape']))} grid; memorization against "

@@ -9,7 +9,7 @@ Every headline figure goes to ``metrics.json`` as ``{"value": v, "ci95": [lo, hi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,14 +39,24 @@ class Interval:
         return not self.low <= value <= self.high
 
 
-def as_ci95(estimate: Interval | Sequence[float] | object) -> dict:
+def as_ci95(estimate: Interval | Mapping | Sequence[float] | object) -> dict:
     """``{"value": v, "ci95": [lo, hi]}`` (the ``metrics.json`` record) of an :class:`Interval`, a
-    ``statistics.Estimate`` (anything with ``value``, ``low``, ``high``) or a ``(value, low, high)`` triple."""
-    if isinstance(estimate, Sequence | np.ndarray):
+    ``statistics.Estimate`` (anything with ``value``, ``low``, ``high``), such a record itself, or a
+    ``(value, low, high)`` triple."""
+    if isinstance(estimate, Mapping):
+        value, (low, high) = estimate["value"], estimate["ci95"]
+    elif isinstance(estimate, Sequence | np.ndarray):
         value, low, high = estimate
     else:
         value, low, high = estimate.value, estimate.low, estimate.high
     return {"value": float(value), "ci95": [float(low), float(high)]}
+
+
+def format_ci95(estimate: Interval | Mapping | Sequence[float] | object, digits: int = 3) -> str:
+    """``value [low, high]`` of anything :func:`as_ci95` takes, to ``digits`` significant digits."""
+    record = as_ci95(estimate)
+    low, high = record["ci95"]
+    return f"{record['value']:.{digits}g} [{low:.{digits}g}, {high:.{digits}g}]"
 
 
 def _array(x: Features, name: str) -> np.ndarray:

@@ -145,16 +145,13 @@ def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str
                                           None if reference.labels is None else list(reference.labels),
                                           num_classes=classes, steps=feature_steps, device=target, progress=progress)
     class_names = ["background"] + [f"label_{k}" for k in range(1, classes)] if classes else None
-    metrics = {"n_real": len(real), "n_synthetic": len(synthetic),
-               "realism": measure.realism(build_feature_spaces(extractor, spatial_dims), real, train,
-                                          {"synthetic": synthetic}),
+    realism = measure.realism(build_feature_spaces(extractor, spatial_dims), real, train, {"synthetic": synthetic})
+    memorization = None if train is None else measure.memorization(extractor, train, real, synthetic, classes)
+    metrics = {"n_real": len(real), "n_synthetic": len(synthetic), "realism": realism.as_dict(),
                "ms_ssim": {"synthetic": diversity(synthetic.images), "real": diversity(real.images)},
-               "intensity_wasserstein": intensity_distances(real, synthetic, class_names)}
-    calibrated = None
-    if train is None:
-        metrics["memorization"] = {"measured": False, "reason": NO_TRAIN}
-    else:
-        metrics["memorization"], calibrated = measure.memorization(extractor, train, real, synthetic, classes)
+               "intensity_wasserstein": intensity_distances(real, synthetic, class_names),
+               "memorization": ({"measured": False, "reason": NO_TRAIN} if memorization is None
+                                else memorization.as_dict())}
     paired = paired_fidelity(real, synthetic)
     if paired:
         metrics["fidelity"] = paired
@@ -166,4 +163,4 @@ def validate(real_dir: str | os.PathLike, synth_dir: str | os.PathLike, out: str
     if not features:
         extractor.save(out / "feature_network")
     write_json(out / "metrics.json", report)
-    return write_validation_report(out, report, real, synthetic, train, calibrated)
+    return write_validation_report(out, report, real, synthetic, train, realism, memorization)

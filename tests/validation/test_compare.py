@@ -157,10 +157,12 @@ def test_compare_rejects_what_it_cannot_measure(tmp_path):
 
 
 def test_budget_states_the_ratio_outside_ten_percent():
-    assert budget({"diffusion": 100.0, "gan": 105.0})["matched"] is True
+    assert budget({"diffusion": 100.0, "gan": 105.0}).matched is True
     unmatched = budget({"diffusion": 952.0, "gan": 657.0})
-    assert unmatched["matched"] is False and "1.45x" in unmatched["statement"]
-    assert budget({"diffusion": None, "gan": 5.0})["ratio"] is None
+    assert unmatched.matched is False and "1.45x" in unmatched.statement and unmatched.slowest == "diffusion"
+    unknown = budget({"diffusion": None, "gan": 5.0})
+    assert unknown.ratio is None and unknown.as_dict() == {"seconds": {"diffusion": None, "gan": 5.0}, "ratio": None,
+                                                           "matched": None, "statement": unknown.statement}
 
 
 def test_demo_config_is_valid_and_sized_for_a_cpu():

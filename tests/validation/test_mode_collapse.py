@@ -27,12 +27,11 @@ REAL = torch.stack([textured_disc(c, rng) for c in rng.uniform(14, 34, (12, 2))]
 def test_honest_samples_are_not_flagged():
     samples = [torch.stack([textured_disc(c, rng) for _ in range(3)]) for c in CENTRES]
     result = diversity_check(samples, REAL)
-    assert not result["collapse"] and not result["collapse_within"] and not result["collapse_across"]
-    assert result["within"]["value"] > result["across"]  # samples for one disc share its place
-    low, high = result["within"]["ci95"]
-    assert low <= result["within"]["value"] <= high and high < 1
-    assert abs(result["across"] - result["real"]) < 0.2
-    assert result["conditions"] == 8 and result["samples_per_condition"] == [3] * 8 and "1 - real" in result["rule"]
+    assert not result.collapse and not result.collapse_within and not result.collapse_across
+    assert result.within.value > result.across  # samples for one disc share its place
+    assert result.within.low <= result.within.value <= result.within.high < 1
+    assert abs(result.across - result.real) < 0.2
+    assert result.samples_per_condition == [3] * 8 and "1 - real" in result.rule
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.005])
@@ -40,17 +39,17 @@ def test_samples_that_ignore_their_noise_are_flagged_within_condition(noise):
     fixed = [textured_disc(c, np.random.default_rng(1)) for c in CENTRES]
     samples = torch.stack([torch.stack([f + noise * torch.randn_like(f) for _ in range(4)]) for f in fixed])
     result = diversity_check(samples.clamp(0, 1), REAL)
-    assert result["collapse_within"] and result["collapse"] and not result["collapse_across"]
-    assert result["within"]["value"] > 0.95
+    assert result.collapse_within and result.collapse and not result.collapse_across
+    assert result.within.value > 0.95
 
 
 def test_samples_that_ignore_their_condition_are_flagged_across_conditions():
     samples = [torch.stack([textured_disc(CENTRES[0], rng) for _ in range(3)]) for _ in CENTRES]
     result = diversity_check(samples, REAL)
-    assert result["collapse_across"] and result["collapse"] and not result["collapse_within"]
+    assert result.collapse_across and result.collapse and not result.collapse_within
     one = textured_disc(CENTRES[0], rng)
     total = diversity_check([torch.stack([one, one])] * 4, REAL)
-    assert total["collapse_within"] and total["collapse_across"] and total["across"] == pytest.approx(1.0, abs=1e-4)
+    assert total.collapse_within and total.collapse_across and total.across == pytest.approx(1.0, abs=1e-4)
 
 
 def test_diversity_needs_two_samples_per_condition():
