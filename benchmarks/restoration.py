@@ -44,13 +44,14 @@ import numpy as np
 import torch
 
 from medsynth.data.degradations import interpolate_slabs, rician_noise, thick_slices
+from medsynth.errors import MedsynthError
 from medsynth.models import SampleOptions
 from medsynth.synthesis.apply import TrainedModel, run_on_volume
 from medsynth.training import RunDirectory, Trainer, load_experiment
 from medsynth.training.dataset import load_volumes, slab_bounds
 from medsynth.training.experiment import experiment_to_dict
 from medsynth.validation.fidelity import bm3d_rician, nlm_rician, slice_scores
-from medsynth.validation.provenance import config_hash, provenance
+from medsynth.validation.provenance import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = ROOT / "configs"
@@ -66,8 +67,10 @@ BM3D_STRENGTH = (0.8, 1.0, 1.2)
 #: call, so 3D compares fewer.
 DIFFUSION_GRID = {2: ((2, 1), (5, 1), (10, 1), (2, 4), (5, 4), (10, 4)), 3: ((2, 1), (2, 4), (5, 4))}
 ONE_PASS_SWEEP = [("flips-on", {"flips": True}), ("flips-off", {"flips": False})]
-#: config values that only change how a trained model is run: chosen on validation, after training
-SAMPLING_KEYS = {"model": ("sampler", "num_inference_steps", "ensemble", "guidance_scale"), "job": ("flip_ensemble",)}
+#: config fields that do not change what a run learns: the free-text description, and the sampling
+#: settings, chosen on validation after training
+NOT_LEARNT = ("description", "model.sampler", "model.num_inference_steps", "model.ensemble", "model.guidance_scale",
+              "job.flip_ensemble")
 
 
 def evaluation_stack(config, part: str) -> tuple[np.ndarray, slice]:
@@ -88,18 +91,19 @@ def evaluation_stack(config, part: str) -> tuple[np.ndarray, slice]:
 
 def train_or_reuse(config_path: Path, seed: int, runs: Path, overrides: list[str]) -> tuple[Path, dict, float]:
     """The finished run of ``config_path`` with ``train.seed = seed``: reused only when what it
-    learns is the same (hash of the resolved config without its sampling settings), resumed when
+    learns is the same (``RunDirectory.continued_config`` up to ``NOT_LEARNT``), resumed when
     unfinished, trained otherwise. Returns the run, the resolved config (sampling settings
     included: what a record's ``config_hash`` names) and the training seconds."""
     config = load_experiment(config_path, [*overrides, f"train.seed={seed}"])
     run = runs / f"{config_path.stem}_seed{seed}"
     directory = RunDirectory(run)
     if directory.exists():
-        if config_hash(_trained_by(directory.read_config())) != config_hash(_trained_by(config)):
-            raise SystemExit(f"{run}: holds a run of another config; remove it or use another --runs")
+        try:
+            trained = directory.continued_config(config, may_differ=NOT_LEARNT)
+        except MedsynthError as error:
+            raise SystemExit(f"{error}; remove the run or use another --runs") from None
         if not directory.is_finished(config.train.steps):
-            config.description = directory.read_config().description  # free text: may have been reworded
-            Trainer(config, run, device="cpu", resume=True).fit()
+            Trainer(trained, run, device="cpu", resume=True).fit()
     else:
         Trainer(config, run, device="cpu").fit()
     summary = json.loads((run / "summary.json").read_text())
@@ -110,16 +114,6 @@ def _resolved(config) -> dict:
     """The resolved config, every value but the free-text description."""
     resolved = experiment_to_dict(config)
     resolved.pop("description", None)
-    return resolved
-
-
-def _trained_by(config) -> dict:
-    """The resolved config that decides what a run learns: without the description and the sampling
-    settings (``SAMPLING_KEYS``), which are chosen on validation after training."""
-    resolved = _resolved(config)
-    for section, keys in SAMPLING_KEYS.items():
-        for key in keys:
-            resolved.get(section, {}).pop(key, None)
     return resolved
 
 

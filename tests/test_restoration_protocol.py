@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from benchmarks import restoration
-from medsynth.training import load_experiment
+from medsynth.errors import MedsynthError
+from medsynth.training import RunDirectory, load_experiment
+from medsynth.training.experiment import experiment_to_dict
 from medsynth.validation.provenance import config_hash
 
 CONFIG = restoration.CONFIGS / "denoise_2d_diffusion.yaml"
@@ -24,13 +26,18 @@ def _record(folder, method, seed, psnr, kind="model", **extra):
     return restoration.write_record(record, folder)
 
 
-def test_sampling_settings_do_not_change_what_a_run_learns():
+def test_sampling_settings_do_not_change_what_a_run_learns(tmp_path):
     base = load_experiment(CONFIG)
-    resampled = load_experiment(CONFIG, ["model.num_inference_steps=10", "model.ensemble=1", "job.flip_ensemble=true"])
-    retrained = load_experiment(CONFIG, ["train.steps=7"])
-    learned = config_hash(restoration._trained_by(base))
-    assert config_hash(restoration._trained_by(resampled)) == learned
-    assert config_hash(restoration._trained_by(retrained)) != learned
+    run = RunDirectory(tmp_path / "run")
+    run.write_config(base)
+    resampled = load_experiment(CONFIG, ["model.num_inference_steps=10", "model.ensemble=1", "job.flip_ensemble=true",
+                                         "description=reworded"])
+    reused = run.continued_config(resampled, may_differ=restoration.NOT_LEARNT)
+    assert experiment_to_dict(reused) == experiment_to_dict(base)  # the run's own config is what it trains
+    with pytest.raises(MedsynthError, match="model.num_inference_steps"):  # a plain resume refuses them
+        run.continued_config(resampled)
+    with pytest.raises(MedsynthError, match="in train.lr;"):
+        run.continued_config(load_experiment(CONFIG, ["train.lr=0.5"]), may_differ=restoration.NOT_LEARNT)
     # ... but a record names the settings it ran with
     assert config_hash(restoration._resolved(resampled)) != config_hash(restoration._resolved(base))
 

@@ -27,7 +27,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,22 @@ class RunDirectory:
         if not isinstance(data, dict):
             raise MedsynthError(f"{display(self.config_path)}: a config must be a mapping of keys to values")
         return experiment_from_dict(data, display(self.config_path))
+
+    def continued_config(self, config: ExperimentConfig, *, may_differ: Collection[str] = ()) -> ExperimentConfig:
+        """The config that continuing (or reusing) this run with ``config`` trains: the run's own, with
+        ``config``'s ``train.steps``. Any other difference is refused, naming the fields, except the
+        dotted fields of ``may_differ`` (e.g. sampling settings, which do not change what a run
+        learns); the run's own values of those are kept. A run is only ever continued, or reused,
+        by the config that trained it."""
+        saved = self.read_config()
+        requested, stored = experiment_to_dict(config), experiment_to_dict(saved)
+        requested["train"]["steps"] = stored["train"]["steps"]
+        differ = [key for key in _differences(stored, requested) if key not in may_differ]
+        if differ:
+            raise MedsynthError(f"{display(self.path)}: the config differs from the run's in {', '.join(differ)}; "
+                                "only train.steps may change when a run is continued")
+        saved.train.steps = config.train.steps
+        return saved
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
@@ -229,6 +245,18 @@ class RunDirectory:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.path / "summary.json", summary)
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    keys = []
+    for key in sorted(set(a) | set(b)):
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            keys += _differences(left, right, f"{prefix}{key}.")
+        elif left != right:
+            keys.append(f"{prefix}{key}")
+    return keys
 
 
 def _step(text: str) -> int | None:

@@ -31,7 +31,7 @@ from medsynth.models import SampleOptions, StepContext, Synthesizer, build_synth
 from medsynth.progress import progress
 from medsynth.training.dataset import PatchSampler, Volume, make_condition, training_sources
 from medsynth.training.distributed import Ranks
-from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
+from medsynth.training.experiment import ExperimentConfig
 from medsynth.training.run_dir import RunDirectory
 from medsynth.training.self_supervised import neighbor_pairs, self_supervised_sources
 
@@ -77,32 +77,6 @@ class EMA:
         for name, module in self.modules.items():
             prefix = f"{name}."
             module.load_state_dict({k[len(prefix):]: v for k, v in self.shadow.items() if k.startswith(prefix)})
-
-
-def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested dicts."""
-    keys = []
-    for key in sorted(set(a) | set(b)):
-        left, right = a.get(key), b.get(key)
-        if isinstance(left, dict) and isinstance(right, dict):
-            keys += _differences(left, right, f"{prefix}{key}.")
-        elif left != right:
-            keys.append(f"{prefix}{key}")
-    return keys
-
-
-def resumed_config(run: RunDirectory, config: ExperimentConfig) -> ExperimentConfig:
-    """The config that continuing ``run`` with ``config`` trains: the run's own, with ``config``'s
-    ``train.steps``. Any other difference is refused, naming the fields: a run is only ever
-    continued, or reused, by the config that trained it."""
-    saved = run.read_config()
-    requested, stored = experiment_to_dict(config), experiment_to_dict(saved)
-    requested["train"]["steps"] = stored["train"]["steps"]
-    if requested != stored:
-        raise MedsynthError(f"{run.path}: the config differs from the run's in "
-                            f"{', '.join(_differences(stored, requested))}; only train.steps may change on --resume")
-    saved.train.steps = config.train.steps
-    return saved
 
 
 class _StopFlag:
@@ -170,7 +144,7 @@ class Trainer:
         self.progress = progress and self.ranks.is_main
         check_separate(self.run.path, [config.data.images, config.data.labels], "run directory")
         if resume:
-            config = resumed_config(self.run, config)
+            config = self.run.continued_config(config)
         else:
             self._check_fresh()
         self.ranks.barrier()  # every rank has checked the run directory before rank 0 writes to it

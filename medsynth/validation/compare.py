@@ -35,7 +35,6 @@ from medsynth.models import SampleOptions, split_options
 from medsynth.synthesis.apply import TrainedModel, output_seed
 from medsynth.training import RunDirectory, Trainer
 from medsynth.training.experiment import ExperimentConfig, experiment_to_dict
-from medsynth.training.trainer import resumed_config
 from medsynth.validation import compare_measure as measure
 from medsynth.validation.compare_config import (
     SPLIT_KEYS,
@@ -90,7 +89,7 @@ def _run_for(name: str, key: str, experiment: ExperimentConfig, train_slices: li
     config = dataclasses.replace(experiment, data=dataclasses.replace(experiment.data, train_slices=train_slices))
     directory = RunDirectory(run)
     if directory.exists():
-        resumed_config(directory, config)  # a run left by a comparison of another config is refused, not reused
+        directory.continued_config(config)  # a run left by a comparison of another config is refused, not reused
     if not directory.is_finished(config.train.steps):
         log.info("training %s on %d real slices (fraction %s, %s, %d steps) into %s", name, len(train_slices), key,
                  config.family, config.train.steps, run)
