@@ -219,11 +219,20 @@ class GANSynthesizer(SamplingMixin, nn.Module):
         self.adversarial = PatchAdversarialLoss(criterion=config.adversarial)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # counts lazy-R1 intervals; in checkpoints
 
+    @property
+    def trains_discriminator(self) -> bool:
+        """Whether the discriminator shapes the generator's loss. Without it (the plain-L1 network:
+        adversarial and feature-matching weights 0) it is neither trained nor evaluated: the
+        generator's updates are the same, bit for bit, at half the cost of a step."""
+        return self.config.adversarial_weight > 0 or self.config.feature_matching_weight > 0
+
     def parameter_groups(self) -> dict[str, dict]:
         betas = tuple(self.config.betas)
-        return {"discriminator": {"params": list(self.discriminator.parameters()), "betas": betas,
-                                  "lr_scale": self.config.discriminator_lr_scale},
-                "generator": {"params": list(self.generator.parameters()), "betas": betas}}
+        groups = {"generator": {"params": list(self.generator.parameters()), "betas": betas}}
+        if self.trains_discriminator:
+            groups = {"discriminator": {"params": list(self.discriminator.parameters()), "betas": betas,
+                                        "lr_scale": self.config.discriminator_lr_scale}, **groups}
+        return groups
 
     def ema_modules(self) -> dict[str, nn.Module]:
         return {"generator": self.generator}
@@ -243,6 +252,8 @@ class GANSynthesizer(SamplingMixin, nn.Module):
         size, spatial = real.shape[0], tuple(real.shape[2:])
         r1_due = config.r1_weight > 0 and int(self.steps) % config.r1_every == 0
         self.steps += 1
+        if not self.trains_discriminator:
+            return self._l1_step(real, condition, context)
 
         # discriminator: real vs. fake (fake detached), optional lazy R1 on the real images
         with context.autocast():
@@ -299,6 +310,24 @@ class GANSynthesizer(SamplingMixin, nn.Module):
         if config.r1_weight > 0:
             result["r1"] = float(r1.detach())
         return result
+
+    def _l1_step(self, real: torch.Tensor, condition: torch.Tensor | None, context: StepContext) -> dict[str, float]:
+        """The generator step alone (no discriminator: see :attr:`trains_discriminator`), with the same draws."""
+        config, size, spatial = self.config, real.shape[0], tuple(real.shape[2:])
+        with context.autocast():
+            fake = self._generate(condition, context.randn, size, spatial)
+        l1 = nn.functional.l1_loss(fake.float(), real)
+        half = max(1, size // 2)
+        pair_condition = None if condition is None else condition[:half]
+        with torch.set_grad_enabled(config.diversity_weight > 0), context.autocast():
+            other = self._generate(pair_condition, context.randn, half, spatial)
+        diversity = (fake[:half].float() - other.float()).abs().mean()
+        loss_g = config.l1_weight * l1
+        if config.diversity_weight > 0:
+            loss_g = loss_g - config.diversity_weight * torch.clamp(diversity, max=config.diversity_cap)
+        grad_g = context.optimize("generator", loss_g)
+        return {"loss_g": float(loss_g.detach()), "loss_l1": float(l1.detach()), "grad_norm_g": grad_g,
+                "diversity": float(diversity.detach())}
 
     def _evaluations_per_sample(self, options: SampleOptions) -> int:
         return 1  # one generator pass

@@ -118,3 +118,22 @@ def test_refuses_what_a_gan_cannot_do():
 def test_bad_options_name_the_key(options, key):
     with pytest.raises(MedsynthError, match=key):
         family_options("gan", {**TINY, **options})
+
+
+def test_a_plain_l1_network_trains_no_discriminator_and_the_same_generator(step_context, monkeypatch):
+    plain = {"adversarial_weight": 0.0, "feature_matching_weight": 0.0}  # noise kept: the draws must match too
+    model, twin = make(2, 1, residual=True, **plain), make(2, 1, residual=True, **plain)
+    assert not model.trains_discriminator and set(model.parameter_groups()) == {"generator"}
+    before = {k: v.clone() for k, v in model.discriminator.state_dict().items()}
+    batch = {"target": torch.rand(4, 1, 16, 16), "condition": torch.rand(4, 1, 16, 16)}
+    context = step_context(model, lr=2e-3)  # one generator and optimizer over both steps, as in training
+    signals = [model.training_step(batch, context) for _ in range(2)]
+    assert set(signals[0]) == {"loss_g", "loss_l1", "grad_norm_g", "diversity"}
+    assert all(torch.equal(v, model.discriminator.state_dict()[k]) for k, v in before.items())
+    # the full adversarial step with both weights 0 moves the generator exactly as the L1 step does
+    monkeypatch.setattr(type(twin), "trains_discriminator", property(lambda self: True))
+    context = step_context(twin, lr=2e-3)
+    for _ in range(2):
+        twin.training_step(batch, context)
+    assert all(torch.equal(a, b) for a, b in zip(model.generator.parameters(), twin.generator.parameters(),
+                                                 strict=True))
