@@ -1,7 +1,8 @@
 """``denoise`` and ``super-resolve``: a file or a folder in, the same structure out, geometry kept.
 
-Denoising keeps voxels outside the intensity range the model works in (a CT window, the MR
-0.5-99.5 percentiles) at their input values, so bone and air survive a soft-tissue CT model.
+Denoising passes through what lies beyond the intensity range the model works in (a CT window,
+the MR 0.5-99.5 percentiles), added to the model's output, so bone and air survive a soft-tissue
+CT model and the output is continuous at the range's bounds.
 Super-resolution takes a thick-slice volume on its acquired grid: the thick axis must be the
 one the model restores (``job.degrade_axis``); the volume is interpolated onto the fine grid as
 in training (``job.interpolation``, the slab centres kept where they were) and
@@ -242,11 +243,13 @@ def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: 
         if trained.config.data.self_supervised and trained.config.job.noise == "rician":
             out = _undo_rician_mean(out, x, image.name)
         result = from_model_space(out, space, series_description=description)
-        # voxels outside the intensity range the model works in (CT window, MR percentiles) were
-        # clipped on the way in: they keep their input values rather than the clip bound
+        # the model saw each voxel clipped to its intensity range (CT window, MR percentiles): what
+        # lies beyond the range passes through on top of the model's output, so bone and air keep
+        # their values and the output is continuous at the bounds (keeping the whole input value
+        # there left the brightest noisy voxels of an MR scan untouched)
         low, high = space.scaling["low"], space.scaling["high"]
-        outside = (image.array < low) | (image.array > high)
-        return result.with_array(np.where(outside, image.array, result.array).astype(np.float32))
+        beyond = image.array - np.clip(image.array, low, high)
+        return result.with_array((result.array + beyond).astype(np.float32))
     if x.ndim != 3:
         raise MedsynthError(f"{image.name}: super-resolution needs a 3D volume, got a 2D image")
     axis = restored_axis(trained)

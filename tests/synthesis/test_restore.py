@@ -11,9 +11,10 @@ from medsynth.cli import app
 from medsynth.data import thick_slices
 from medsynth.io import MedicalImage, read_image, read_nifti, write_dicom_series, write_nifti
 from medsynth.models import SampleOptions
-from medsynth.synthesis.apply import TrainedModel, from_ras, run_on_volume, to_ras
+from medsynth.synthesis.apply import TrainedModel, from_ras, run_on_volume, to_model_space, to_ras
 from medsynth.synthesis.inferers import restoration_window
 from medsynth.synthesis.restore import fine_affine, thick_to_fine
+from medsynth.training import RunDirectory
 from tests.synthesis.test_augment import train_tiny
 
 runner = CliRunner()
@@ -43,9 +44,15 @@ def test_denoise_a_file_and_a_mixed_folder_keeps_layout_and_geometry(tmp_path, r
     assert "--steps: not an option of this gan model" in result.stderr  # a GAN ignores it, with a note
     out = read_nifti(tmp_path / "one.nii.gz")
     assert out.array.shape == volume.array.shape and np.allclose(out.affine, volume.affine)
-    bright = volume.array > np.percentile(volume.array, 99.5)  # outside the model's range: passed through
-    assert bright.any() and np.allclose(out.array[bright], volume.array[bright])
-    assert not np.allclose(out.array[~bright], volume.array[~bright])
+    _, space = to_model_space(volume, RunDirectory(restore_runs["denoise"]).read_config())
+    low, high = space.scaling["low"], space.scaling["high"]
+    beyond = volume.array - np.clip(volume.array, low, high)  # outside the model's range: passed through
+    bright = beyond > 0
+    # on top of the model's output, which is within the range: the output keeps the excess
+    assert bright.any() and np.all(out.array[bright] - beyond[bright] <= high + 1e-4 * (high - low))
+    assert np.all(out.array[bright] - beyond[bright] >= low - 1e-4 * (high - low))
+    assert not np.allclose(out.array[bright], volume.array[bright])  # denoised too, not kept as they came
+    assert not np.allclose(out.array, volume.array)
     flipped = runner.invoke(app, ["denoise", str(source), str(tmp_path / "flipped.nii.gz"), "--model",
                                   str(restore_runs["denoise"]), "--flips", "--device", "cpu"])
     assert flipped.exit_code == 0, flipped.stderr  # the flip ensemble: same grid, other (averaged) values
