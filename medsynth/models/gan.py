@@ -283,17 +283,9 @@ class GANSynthesizer(SamplingMixin, nn.Module):
                         targets = self._discriminate(condition, real)[:-1]
                     matching = torch.stack([nn.functional.l1_loss(f, r)
                                             for f, r in zip(fake_features[:-1], targets, strict=True)]).mean()
-            l1 = nn.functional.l1_loss(fake.float(), real)
-            # a second draw of noise for half the batch: the collapse signal, and the mode-seeking term
-            half = max(1, size // 2)
-            pair_condition = None if condition is None else condition[:half]
-            with torch.set_grad_enabled(config.diversity_weight > 0), context.autocast():
-                other = self._generate(pair_condition, context.randn, half, spatial)
-            diversity = (fake[:half].float() - other.float()).abs().mean()
-            loss_g = (config.adversarial_weight * adversarial + config.feature_matching_weight * matching
-                      + config.l1_weight * l1)
-            if config.diversity_weight > 0:
-                loss_g = loss_g - config.diversity_weight * torch.clamp(diversity, max=config.diversity_cap)
+            l1, diversity = self._pixel_terms(fake, real, condition, context)
+            loss_g = self._mode_seeking(config.adversarial_weight * adversarial
+                                        + config.feature_matching_weight * matching + config.l1_weight * l1, diversity)
             grad_g = context.optimize("generator", loss_g)
         finally:
             self.discriminator.requires_grad_(True)
@@ -311,20 +303,29 @@ class GANSynthesizer(SamplingMixin, nn.Module):
             result["r1"] = float(r1.detach())
         return result
 
-    def _l1_step(self, real: torch.Tensor, condition: torch.Tensor | None, context: StepContext) -> dict[str, float]:
-        """The generator step alone (no discriminator: see :attr:`trains_discriminator`), with the same draws."""
-        config, size, spatial = self.config, real.shape[0], tuple(real.shape[2:])
-        with context.autocast():
-            fake = self._generate(condition, context.randn, size, spatial)
+    def _pixel_terms(self, fake: torch.Tensor, real: torch.Tensor, condition: torch.Tensor | None,
+                     context: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """L1 to the target, and the mean difference from a second draw of noise for half the batch
+        (the collapse signal, and what mode seeking rewards)."""
         l1 = nn.functional.l1_loss(fake.float(), real)
-        half = max(1, size // 2)
+        half = max(1, fake.shape[0] // 2)
         pair_condition = None if condition is None else condition[:half]
-        with torch.set_grad_enabled(config.diversity_weight > 0), context.autocast():
-            other = self._generate(pair_condition, context.randn, half, spatial)
-        diversity = (fake[:half].float() - other.float()).abs().mean()
-        loss_g = config.l1_weight * l1
+        with torch.set_grad_enabled(self.config.diversity_weight > 0), context.autocast():
+            other = self._generate(pair_condition, context.randn, half, tuple(fake.shape[2:]))
+        return l1, (fake[:half].float() - other.float()).abs().mean()
+
+    def _mode_seeking(self, loss_g: torch.Tensor, diversity: torch.Tensor) -> torch.Tensor:
+        config = self.config
         if config.diversity_weight > 0:
             loss_g = loss_g - config.diversity_weight * torch.clamp(diversity, max=config.diversity_cap)
+        return loss_g
+
+    def _l1_step(self, real: torch.Tensor, condition: torch.Tensor | None, context: StepContext) -> dict[str, float]:
+        """The generator step alone (no discriminator: see :attr:`trains_discriminator`), with the same draws."""
+        with context.autocast():
+            fake = self._generate(condition, context.randn, real.shape[0], tuple(real.shape[2:]))
+        l1, diversity = self._pixel_terms(fake, real, condition, context)
+        loss_g = self._mode_seeking(self.config.l1_weight * l1, diversity)
         grad_g = context.optimize("generator", loss_g)
         return {"loss_g": float(loss_g.detach()), "loss_l1": float(l1.detach()), "grad_norm_g": grad_g,
                 "diversity": float(diversity.detach())}
