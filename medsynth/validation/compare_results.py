@@ -7,6 +7,7 @@ Each piece of the comparison returns one of these records; :meth:`as_dict` gives
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -131,10 +132,7 @@ class RunRecord:
     parameters: int | None = None
 
     def as_dict(self) -> dict:
-        return {"run": self.run, "trained_on_exact_subset": self.trained_on_exact_subset,
-                "train_seconds": self.train_seconds, "train_steps": self.train_steps,
-                "steps_per_second": self.steps_per_second, "peak_memory_mb": self.peak_memory_mb,
-                "parameters": self.parameters}
+        return dataclasses.asdict(self)  # the fields in order
 
 
 @dataclass(frozen=True)
@@ -150,9 +148,7 @@ class SamplingCost:
     batch_size: int
 
     def as_dict(self) -> dict:
-        return {"family": self.family, "sampler": self.sampler, "sampling_options": self.sampling_options,
-                "network_evaluations": self.network_evaluations, "images_per_second": self.images_per_second,
-                "trained_on_exact_subset": self.trained_on_exact_subset, "batch_size": self.batch_size}
+        return dataclasses.asdict(self)  # the fields in order
 
 
 @dataclass(frozen=True)
@@ -167,7 +163,7 @@ class Stability:
         return self.loss_cv.get(self.headline_loss) if self.headline_loss else None
 
     def as_dict(self) -> dict:
-        return {"loss_cv": self.loss_cv, "headline_loss": self.headline_loss}
+        return dataclasses.asdict(self)  # the fields in order
 
 
 @dataclass(frozen=True)
