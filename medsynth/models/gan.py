@@ -223,7 +223,7 @@ class GANSynthesizer(SamplingMixin, nn.Module):
     def trains_discriminator(self) -> bool:
         """Whether the discriminator shapes the generator's loss. Without it (the plain-L1 network:
         adversarial and feature-matching weights 0) it is neither trained nor evaluated: the
-        generator's updates are the same, bit for bit, at half the cost of a step."""
+        generator's updates are the same, bit for bit, without the discriminator's share of a step."""
         return self.config.adversarial_weight > 0 or self.config.feature_matching_weight > 0
 
     def parameter_groups(self) -> dict[str, dict]:

@@ -31,7 +31,7 @@ log = logging.getLogger("medsynth")
 #: trained with plain L1
 SELF_FAMILIES = ("l1", "gan", "diffusion")
 #: each job's default ``--family``: the best mean PSNR on validation (benchmarks/self_supervised.py)
-SELF_DEFAULT_FAMILY = {"super_resolve": "diffusion", "denoise": "gan"}
+SELF_DEFAULT_FAMILY = {"super_resolve": "diffusion", "denoise": "l1"}
 #: a thick axis must be this many times the finest in-plane spacing for ``super-resolve --self``
 MIN_ANISOTROPY = 1.5
 _GAN = {"channels": [32, 64, 128], "noise_channels": 8, "residual": True, "adversarial": "least_squares",
