@@ -113,8 +113,9 @@ class Memorization:
                 pair.update(synthetic=self.synthetic_names[pair["synthetic_index"]],
                             train=self.train_names[pair["train_index"]])
             out[space] = {**summary, "share": self.shares[space].as_dict()}
-        if self.flagged_by is not None:
-            out["flagged_by"] = self.flagged_by
+        flagged_by = self.flagged_by
+        if flagged_by is not None:
+            out["flagged_by"] = flagged_by
         return out
 
 

@@ -13,9 +13,6 @@ from medsynth.validation.compare_results import Budget, CompareReport, FamilyRes
 from medsynth.validation.unpaired import as_ci95, format_ci95
 from medsynth.validation.utility import REAL_ONLY
 
-_record = as_ci95  # every headline figure: ``{"value", "ci95"}``
-_fmt = format_ci95
-
 
 def _pct(entry: object) -> str:
     record = as_ci95(entry)
@@ -35,20 +32,20 @@ def headline(report: CompareReport) -> dict:
     out: dict[str, dict] = {}
     for name, model in report.models.items():
         out[name] = {
-            "realism_kid": {space: _record(entry.families[name].kid) for space, entry in spaces.items()},
-            "diversity_within_ms_ssim": _record(model.diversity.within),
-            "label_fidelity_dice": _record(report.label_fidelity["synthetic"][name]["dice"]),
-            "memorization_share": {space: _record(model.memorization.shares[space])
+            "realism_kid": {space: as_ci95(entry.families[name].kid) for space, entry in spaces.items()},
+            "diversity_within_ms_ssim": as_ci95(model.diversity.within),
+            "label_fidelity_dice": as_ci95(report.label_fidelity["synthetic"][name]["dice"]),
+            "memorization_share": {space: as_ci95(model.memorization.shares[space])
                                    for space in ("features", "residuals")},
         }
     for arm, by_fraction in utility.items():
         entry = out.setdefault(arm, {})
-        entry["utility"] = {fraction: {"dice": _record(e["dice"]),
-                                       **({"difference_vs_real_only": _record(e["difference"])}
+        entry["utility"] = {fraction: {"dice": as_ci95(e["dice"]),
+                                       **({"difference_vs_real_only": as_ci95(e["difference"])}
                                           if "difference" in e else {})}
                             for fraction, e in by_fraction.items()}
-    out[REAL_ONLY]["label_fidelity_dice"] = _record(report.label_fidelity["reference"]["dice"])
-    out[REAL_TRAINING] = {"realism_kid": {space: _record(entry.reference.kid) for space, entry in spaces.items()}}
+    out[REAL_ONLY]["label_fidelity_dice"] = as_ci95(report.label_fidelity["reference"]["dice"])
+    out[REAL_TRAINING] = {"realism_kid": {space: as_ci95(entry.reference.kid) for space, entry in spaces.items()}}
     return out
 
 
@@ -57,9 +54,9 @@ def realism_verdict(realism: Realism) -> str:
     for space, entry in realism.spaces.items():
         families = entry.families
         ranked = sorted(families, key=lambda f: families[f].kid.value)
-        listed = "; ".join(f"{f} {_fmt(families[f].kid)}" for f in ranked)
+        listed = "; ".join(f"{f} {format_ci95(families[f].kid)}" for f in ranked)
         invalid = [f for f in ranked if not families[f].fid["valid"]]
-        words.append(f"{space} features: KID {listed} (real training slices: {_fmt(entry.reference.kid)})"
+        words.append(f"{space} features: KID {listed} (real training slices: {format_ci95(entry.reference.kid)})"
                      + (f"; FID not valid here ({families[invalid[0]].fid['reason']})" if invalid else ""))
     agreement = realism.agreement
     decided = []
@@ -84,7 +81,7 @@ def diversity_verdict(models: dict[str, FamilyResult]) -> str:
         d = model.diversity
         flags = [w for w, on in (("within a condition", d.collapse_within),
                                  ("across conditions", d.collapse_across)) if on]
-        words.append(f"{name}: MS-SSIM among samples for one condition {_fmt(d.within)}, across conditions "
+        words.append(f"{name}: MS-SSIM among samples for one condition {format_ci95(d.within)}, across conditions "
                      f"{d.across:.3g}, real images among themselves {d.real:.3g}: "
                      + (f"MODE COLLAPSE flagged {' and '.join(flags)}" if flags else "no mode collapse flagged"))
     return ". ".join(words) + f". (1 = identical images; the rule: {next(iter(models.values())).diversity.rule})"
@@ -111,17 +108,17 @@ def fidelity_verdict(fidelity: dict) -> str:
         dice = entry["dice"]
         where = ("as faithful as real (intervals overlap)" if _overlap(dice, reference) else
                  "BELOW real" if dice["value"] < reference["value"] else "above real (easier to segment than real)")
-        words.append(f"{name} {_fmt(dice)}: {where}")
+        words.append(f"{name} {format_ci95(dice)}: {where}")
     seeds = fidelity["segmenters"]
     return (f"Dice of real-only segmenters ({seeds} seed{'s' * (seeds != 1)}) on synthetic images against their "
             f"conditioning maps: " + "; ".join(words) + f". Held-out real images against their own maps: "
-            f"{_fmt(reference)}.")
+            f"{format_ci95(reference)}.")
 
 
 def cost_verdict(models: dict[str, FamilyResult], budget: Budget) -> str:
+    costs = {name: model.cost for name, model in models.items()}
     words = [f"{name}: {c.network_evaluations} network evaluation{'s' * (c.network_evaluations != 1)} per "
-             f"image ({c.sampler}), {c.images_per_second:.3g} images/s"
-             for name, c in ((name, m.cost) for name, m in models.items())]
+             f"image ({c.sampler}), {c.images_per_second:.3g} images/s" for name, c in costs.items()]
     return "; ".join(words) + f". {budget.statement[0].upper()}{budget.statement[1:]}."
 
 
