@@ -226,12 +226,16 @@ def _in_other_plane(trained: TrainedModel, condition: np.ndarray, *, seed: int, 
     return np.swapaxes(out, slice_axis, other)
 
 
-def _undo_rician_mean(out: np.ndarray, noisy: np.ndarray, name: str) -> np.ndarray:
+def _undo_rician_mean(out: np.ndarray, noisy: np.ndarray, zero: float, name: str) -> np.ndarray:
     """A self-supervised denoiser's output is the Rician mean of each voxel: map it back to the signal
-    with the noise level measured on the scan, over the voxels well above the noise floor."""
+    with the noise level measured on the scan, over the voxels well above the noise floor.
+
+    ``zero`` is where intensity 0 (no signal) lies in model space: the scaling's low percentile is
+    not zero, and a Rician mean is measured from zero (inverting from the percentile left the
+    background at that percentile, a flat offset that cost SSIM)."""
     sigma = estimate_noise_sigma(noisy, mask=out > SIGNAL_FLOOR)
     log.info("%s: noise level %.4f of the intensity range (estimated); Rician bias removed", name, sigma)
-    return rician_mean_inverse(out, sigma)
+    return rician_mean_inverse(out - zero, sigma) + zero
 
 
 def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: int, batch_size: int,
@@ -240,16 +244,19 @@ def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: 
     description = f"medsynth {job.replace('_', '-')} ({trained.family})"
     if job == "denoise":
         out = run_on_volume(trained, x[None], seed=seed, batch_size=batch_size, options=options)
-        if trained.config.data.self_supervised and trained.config.job.noise == "rician":
-            out = _undo_rician_mean(out, x, image.name)
+        low, high = space.scaling["low"], space.scaling["high"]
+        magnitude = trained.config.data.self_supervised and trained.config.job.noise == "rician"
+        if magnitude:
+            out = _undo_rician_mean(out, x, -low / (high - low), image.name)
         result = from_model_space(out, space, series_description=description)
         # the model saw each voxel clipped to its intensity range (CT window, MR percentiles): what
         # lies beyond the range passes through on top of the model's output, so bone and air keep
         # their values and the output is continuous at the bounds (keeping the whole input value
         # there left the brightest noisy voxels of an MR scan untouched)
-        low, high = space.scaling["low"], space.scaling["high"]
-        beyond = image.array - np.clip(image.array, low, high)
-        return result.with_array((result.array + beyond).astype(np.float32))
+        values = result.array + image.array - np.clip(image.array, low, high)
+        if magnitude and image.array.min() >= 0:  # a magnitude image: the signal is never negative
+            values = np.maximum(values, 0.0)
+        return result.with_array(values.astype(np.float32))
     if x.ndim != 3:
         raise MedsynthError(f"{image.name}: super-resolution needs a 3D volume, got a 2D image")
     axis = restored_axis(trained)

@@ -47,7 +47,7 @@ _DIFFUSION = {"channels": [32, 64, 64], "attention_levels": [False, False, True]
 #: The diffusion model's sampling (DDIM steps, ensemble) was chosen on validation among the settings
 #: expected within the 10-minute time to result (``benchmarks.self_supervised --diffusion-settings``).
 SELF_MODELS = {
-    "l1": {"model": _L1, "steps": 400, "batch_size": 16, "flips": True},
+    "l1": {"model": _L1, "steps": 800, "batch_size": 16, "flips": True},
     "gan": {"model": _GAN, "steps": 250, "batch_size": 16, "flips": True},
     "diffusion": {"model": _DIFFUSION, "steps": 300, "batch_size": 8, "flips": False},
 }

@@ -10,6 +10,8 @@ from medsynth.cli import app
 from medsynth.data import thick_slices
 from medsynth.data.degradations import rician_noise
 from medsynth.io import MedicalImage, find_input_images, read_nifti, write_nifti
+from medsynth.data.noise import rician_mean
+from medsynth.synthesis.restore import _undo_rician_mean
 from medsynth.synthesis.self_supervised import DEFAULT_MINUTES, SelfTraining, self_config
 
 runner = CliRunner()
@@ -58,6 +60,23 @@ def test_denoise_self_removes_the_rician_floor(scans, tmp_path):
     assert "Neighbor2Neighbor" in result.stderr and "Rician bias removed" in result.stderr
     out = read_nifti(tmp_path / "d.nii.gz")
     assert out.array.shape == (48, 48, 16) and np.isfinite(out.array).all()
+    assert out.array.min() >= 0  # a magnitude image stays non-negative
+
+
+def test_the_rician_mean_is_inverted_from_intensity_zero_not_from_the_range_bound():
+    """Air's Rician mean maps to intensity 0 although the model's range starts above 0 (model space
+    0 is intensity ``low``): the inversion is made in intensity, shifted by ``zero``."""
+    rng = np.random.default_rng(0)
+    signal = np.zeros((40, 40, 8))
+    signal[8:32, 8:32] = np.linspace(0.5, 1.0, 24)[:, None, None]  # smooth tissue: sigma is measurable
+    sigma, low, high = 0.05, 0.1, 1.1  # a range whose lower bound is not zero
+    noisy = np.hypot(signal + rng.normal(0, sigma, signal.shape), rng.normal(0, sigma, signal.shape))
+    expected = rician_mean(signal, sigma)  # what a Neighbor2Neighbor model learns
+    to_model = lambda v: ((v - low) / (high - low)).astype(np.float32)  # noqa: E731
+    zero = -low / (high - low)
+    restored = _undo_rician_mean(to_model(expected), to_model(noisy), zero, "scan") * (high - low) + low
+    assert np.abs(restored[signal == 0]).max() < 1e-6  # air: 0, not the range's lower bound
+    assert np.abs(restored - signal)[signal > 0].mean() < 0.1 * sigma  # the tissue: its signal
 
 
 def test_self_refuses_bad_requests_and_writes_nothing(scans, tmp_path):
