@@ -28,6 +28,7 @@ from medsynth.models import SampleOptions
 from medsynth.progress import progress as show_progress
 from medsynth.synthesis.apply import (
     MAX_BATCH,
+    ModelSpace,
     TrainedModel,
     from_model_space,
     output_seed,
@@ -35,6 +36,7 @@ from medsynth.synthesis.apply import (
     ras_spacing,
     run_on_volume,
     to_model_space,
+    to_ras,
 )
 from medsynth.synthesis.self_supervised import (
     SelfTraining,
@@ -249,11 +251,7 @@ def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: 
         if magnitude:
             out = _undo_rician_mean(out, x, -low / (high - low), image.name)
         result = from_model_space(out, space, series_description=description)
-        # the model saw each voxel clipped to its intensity range (CT window, MR percentiles): what
-        # lies beyond the range passes through on top of the model's output, so bone and air keep
-        # their values and the output is continuous at the bounds (keeping the whole input value
-        # there left the brightest noisy voxels of an MR scan untouched)
-        values = result.array + image.array - np.clip(image.array, low, high)
+        values = result.array + _beyond_range(image.array, space)
         if magnitude and image.array.min() >= 0:  # a magnitude image: the signal is never negative
             values = np.maximum(values, 0.0)
         return result.with_array(values.astype(np.float32))
@@ -280,4 +278,17 @@ def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: 
     if trained.config.job.fuse_planes and trained.config.spatial_dims == 2:
         out = (out + _in_other_plane(trained, condition, seed=seed, batch_size=batch_size, options=options)) / 2
     affine = fine_affine(ras_affine(image, space.orientation), axis, factor)
-    return from_model_space(out, space, affine=affine, series_description=description)
+    result = from_model_space(out, space, affine=affine, series_description=description)
+    beyond = _beyond_range(to_ras(image)[0], space)  # linear: no overshoot around a bright voxel
+    if factor > 1:
+        beyond = thick_to_fine(beyond, axis, factor)
+    return result.with_array((result.array + beyond).astype(np.float32))
+
+
+def _beyond_range(array: np.ndarray, space: ModelSpace) -> np.ndarray:
+    """What lies beyond the model's intensity range (CT window, MR percentiles), which the model saw
+    clipped: restoration adds it on top of the model's output, so bone, air and the brightest MR
+    voxels keep their excess and the output is continuous at the bounds (keeping the whole input
+    value there instead left the brightest noisy voxels of an MR scan untouched)."""
+    low, high = space.scaling["low"], space.scaling["high"]
+    return array - np.clip(array, low, high)

@@ -109,6 +109,7 @@ def test_keep_study_writes_a_derived_series_in_the_source_study(tmp_path, restor
 def test_super_resolve_writes_the_finer_grid_into_the_affine(tmp_path, restore_runs, volume):
     thick_affine = volume.affine @ np.diag([1, 1, 2, 1]) @ _shift_z(0.25)  # slab k centred between slices 2k, 2k+1
     thick = MedicalImage(volume.array.reshape(40, 36, 6, 2).mean(-1), thick_affine, {"modality": "MR"})
+    thick.array[20, 18, 3] = 5 * thick.array.max()  # a bright vessel beyond the model's intensity range
     write_nifti(thick, tmp_path / "thick.nii.gz")
     result = runner.invoke(app, ["super-resolve", str(tmp_path / "thick.nii.gz"), str(tmp_path / "fine.nii.gz"),
                                  "--model", str(restore_runs["super_resolve"]), "--device", "cpu"])
@@ -117,6 +118,10 @@ def test_super_resolve_writes_the_finer_grid_into_the_affine(tmp_path, restore_r
     assert fine.array.shape == (40, 36, 12)
     assert np.allclose(fine.spacing_mm, volume.spacing_mm)
     assert np.allclose(fine.affine, volume.affine, atol=1e-6)  # the thin slices sit where the originals were
+    _, space = to_model_space(thick, RunDirectory(restore_runs["super_resolve"]).read_config())
+    excess = thick.array[20, 18, 3] - space.scaling["high"]
+    # its excess passes through onto the fine slices of its slab (linearly: 3/4 at a quarter slab off centre)
+    assert np.all(fine.array[20, 18, 6:8] >= space.scaling["low"] + 0.75 * excess - 1e-3 * excess)
 
 
 def _shift_z(voxels):
