@@ -53,12 +53,6 @@ MAX_FACTOR = 32
 OTHER_PLANE_SEED = 1_000_003
 #: self-supervised denoising: the noise level is measured where the estimate exceeds this (of [0, 1])
 SIGNAL_FLOOR = 0.2
-#: self-supervised denoising: the output's mean is matched to the input's where the input, smoothed
-#: with a Gaussian of this many voxels, exceeds MEAN_REGION_FLOOR (of [0, 1]), if that is at least
-#: MEAN_REGION_VOXELS voxels (:func:`_match_mean`)
-MEAN_REGION_SMOOTHING = 3.0
-MEAN_REGION_FLOOR = 0.3
-MEAN_REGION_VOXELS = 1000
 
 
 def restore(
@@ -246,27 +240,6 @@ def _undo_rician_mean(out: np.ndarray, noisy: np.ndarray, zero: float, name: str
     return rician_mean_inverse(out - zero, sigma) + zero
 
 
-def _match_mean(out: np.ndarray, noisy: np.ndarray, name: str) -> np.ndarray:
-    """A self-supervised denoiser's output shifted so that its mean over the scan's signal region
-    (the input smoothed, above :data:`MEAN_REGION_FLOOR`) equals the noisy input's there.
-
-    Each noisy voxel is a sample of what the model estimates (the voxel's expected value, in model
-    space), so over many voxels the two means agree to within the noise over the voxel count.
-    Nothing in the training pairs pins the mean of the output of a network trained on one scan:
-    without this, it carries a small offset that changes with the training seed. The region is
-    chosen on the smoothed input, so that its choice does not depend on any one voxel's noise.
-    """
-    from scipy.ndimage import gaussian_filter
-
-    region = gaussian_filter(noisy, MEAN_REGION_SMOOTHING) > MEAN_REGION_FLOOR
-    if region.sum() < MEAN_REGION_VOXELS:
-        log.warning("%s: too little signal to match the output's mean to the input's; left as the model made it", name)
-        return out
-    shift = float(noisy[region].mean() - out[region].mean())
-    log.info("%s: output mean matched to the input's over the signal region (shift %+.4f of the range)", name, shift)
-    return out + np.float32(shift)
-
-
 def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: int, batch_size: int,
                  factor: int | None, options: SampleOptions) -> MedicalImage:
     x, space = to_model_space(image, trained.config)
@@ -274,8 +247,6 @@ def _restore_one(trained: TrainedModel, image: MedicalImage, job: str, *, seed: 
     if job == "denoise":
         out = run_on_volume(trained, x[None], seed=seed, batch_size=batch_size, options=options)
         low, high = space.scaling["low"], space.scaling["high"]
-        if trained.config.data.self_supervised:
-            out = _match_mean(out, x, image.name)
         magnitude = trained.config.data.self_supervised and trained.config.job.noise == "rician"
         if magnitude:
             out = _undo_rician_mean(out, x, -low / (high - low), image.name)
