@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 from medsynth.cli import app
 from medsynth.data import thick_slices
 from medsynth.data.degradations import rician_noise
-from medsynth.io import MedicalImage, find_input_images, read_nifti, write_nifti
 from medsynth.data.noise import rician_mean
+from medsynth.io import MedicalImage, find_input_images, read_nifti, write_nifti
 from medsynth.synthesis.restore import _undo_rician_mean
 from medsynth.synthesis.self_supervised import DEFAULT_MINUTES, SelfTraining, self_config
 
