@@ -5,8 +5,9 @@ For each shipped CPU config ``configs/<job>_<dims>d_<family>.yaml`` (family: dif
 seed, it trains the model (or reuses a finished run whose resolved config hash matches) and scores
 it on one part of the bundled MNI152 template, beside the baselines a user would pick instead:
 
-- denoise: Rician noise, sigma = 5% of the range, a new draw per seed; NLM and BM3D, both with
-  the Rician bias correction; the noisy input.
+- denoise: Rician noise, sigma = 5% of the range, a new draw per seed; NLM and BM3D per slice,
+  and their volume forms over the whole stack (``nlm3d``: 3D patches; ``bm4d``), each with the
+  Rician bias correction; the noisy input.
 - super_resolve: thick axial slices (box average of 2 or 4 slices); the cubic spline between
   thick-slice centres.
 
@@ -50,7 +51,7 @@ from medsynth.synthesis.apply import TrainedModel, run_on_volume
 from medsynth.training import RunDirectory, Trainer, load_experiment
 from medsynth.training.dataset import load_volumes, slab_bounds
 from medsynth.training.experiment import experiment_to_dict
-from medsynth.validation.fidelity import bm3d_rician, nlm_rician, slice_scores
+from medsynth.validation.fidelity import bm3d_rician, bm4d_rician, nlm_rician, slice_scores
 from medsynth.validation.provenance import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,9 @@ FACTORS = (2, 4)
 CONTEXT = 16
 #: parameter grids of the baselines, searched on validation only
 NLM_H = (0.6, 0.8, 1.0, 1.2, 1.5)
+#: ``nlm3d``: NLM over the whole stack (3D patches), what a user would run on a 3D scan; its
+#: neighbourhood takes in the adjacent slices, so a smaller h and search distance suit it
+NLM3D_GRID = [{"h": h, "patch_distance": d} for h in (0.5, 0.6, 0.7, 0.8) for d in (4, 6)]
 BM3D_STRENGTH = (0.8, 1.0, 1.2)
 #: sampling settings compared on validation, by name (every option given: what a setting leaves
 #: out, the config decides); a diffusion config's own setting joins them. 3D windows cost more per
@@ -137,12 +141,15 @@ def baselines(job: str, clean: np.ndarray, degraded: np.ndarray, condition: str,
         factor = int(condition[1:])
         _, low = thick_slices(clean[None], factor, axis=-1, return_low_res=True)
         return {"cubic": ({}, lambda: interpolate_slabs(low[0], factor, clean.shape[-1], kind="cubic"))}
-    grid = {"nlm": [{"h": h} for h in NLM_H], "bm3d": [{"strength": s} for s in BM3D_STRENGTH]}
+    strengths = [{"strength": s} for s in BM3D_STRENGTH]
+    grid = {"nlm": [{"h": h} for h in NLM_H], "nlm3d": NLM3D_GRID, "bm3d": strengths, "bm4d": strengths}
     if part == "test":
         grid = {name: [chosen[name]] for name in grid if name in chosen}
     out: dict = {"noisy": ({}, lambda: degraded)}
+    methods = {"nlm": nlm_rician, "nlm3d": functools.partial(nlm_rician, volume=True), "bm3d": bm3d_rician,
+               "bm4d": bm4d_rician}
     for name, settings in grid.items():
-        method = nlm_rician if name == "nlm" else bm3d_rician
+        method = methods[name]
         for params in settings:
             label = name if part == "test" else f"{name}[{','.join(f'{k}={v}' for k, v in params.items())}]"
             out[label] = (params, functools.partial(method, degraded, SIGMA, **params))
@@ -320,7 +327,7 @@ def evaluate_baselines(job: str, dims: int, seed: int, part: str, config_path: P
                 print(f"{path.name}: already scored, kept")
                 continue
             output = compute()
-            if output is None:  # bm3d not installed
+            if output is None:  # bm3d / bm4d not installed
                 print(f"{name}: not installed (pip install medsynth[bench]), skipped")
                 continue
             scores = slice_scores(output[..., slab], clean[..., slab])
@@ -344,6 +351,8 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="where records go (a smoke test: elsewhere)")
     parser.add_argument("--skip-baselines", action="store_true",
                         help="score the models only (another process scores the baselines of this part)")
+    parser.add_argument("--skip-models", action="store_true",
+                        help="score the baselines only (a baseline added later; the models' records are kept)")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         help="config override for a smoke test, e.g. train.steps=2 (records say so: config hash)")
     args = parser.parse_args()
@@ -353,7 +362,7 @@ def main() -> None:
         for seed in [] if args.skip_baselines else args.seeds:
             evaluate_baselines(job, args.dims, seed, args.part, CONFIGS / f"{job}_{args.dims}d_{args.families[0]}.yaml",
                                args.results)
-        for family in args.families:
+        for family in [] if args.skip_models else args.families:
             for seed in args.seeds:
                 evaluate(job, args.dims, family, seed, args.part, args.runs, args.part == "validation", args.overrides,
                          args.results)

@@ -58,8 +58,10 @@ marked `+dirty` ran with uncommitted changes in the working tree.
   by slice on the same noise draw; **better** / **worse** only when its interval excludes zero,
   else *not distinguishable*.
 - **Baselines.** NLM (scikit-image) and BM3D (the `bm3d` package from PyPI, `pip install
-  medsynth[bench]`, slice by slice; its 3D sibling `bm4d` installs too but is not used yet), both
-  with the Rician bias correction `sqrt(max(x^2 - 2 sigma^2, 0))`; the cubic spline between
+  medsynth[bench]`) slice by slice, and their volume forms over the whole stack: `nlm3d` (3D
+  patches and search window) and `bm4d` (the `bm4d` package); each with the Rician bias
+  correction `sqrt(max(x^2 - 2 sigma^2, 0))`. A 2D model restores slice by slice; the volume
+  baselines also draw on the neighbouring slices, as a user with a 3D scan can. The cubic spline between
   thick-slice centres; `l1` is the GAN's generator trained with plain L1 on the same data and
   steps (what the adversarial part adds).
 - **Self-supervised** (`self_l1`, `self_gan`, `self_diffusion`: `--self`, `benchmarks/self_supervised.py`).
@@ -316,8 +318,9 @@ def load_performance(folder: Path = COMPARISONS) -> dict[str, dict]:
 
 SELF_TARGETS = {  # job, dims, condition, the methods each self-supervised family is measured against
     "super_resolve": (2, "x4", ("cubic", *FAMILIES), "beats cubic and every template-trained model in PSNR and SSIM"),
-    "denoise": (2, "sigma_0.05", ("nlm", *FAMILIES),
-                "PSNR within 0.5 dB of NLM (lower end of the interval above -0.5); template-trained models beside it"),
+    "denoise": (2, "sigma_0.05", ("nlm", "nlm3d", "bm4d", *FAMILIES),
+                "PSNR within 0.5 dB of NLM, per slice (lower end of the interval above -0.5); the volume baselines "
+                "(`nlm3d`, `bm4d`: what a user could run on the whole scan) and the template-trained models beside it"),
 }
 TIMING = ROOT / "benchmarks" / "results" / "self_supervised_timing.json"
 

@@ -100,14 +100,20 @@ def rician_bias_corrected(estimate: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def nlm_rician(noisy: np.ndarray, sigma: float, h: float = 0.8, patch_size: int = 5,
-               patch_distance: int = 6) -> np.ndarray:
-    """The denoising baseline a user would pick: non-local means (scikit-image, per last-axis slice,
-    ``h`` in units of ``sigma``) followed by the Rician bias correction."""
+               patch_distance: int = 6, volume: bool = False) -> np.ndarray:
+    """The denoising baseline a user would pick: non-local means (scikit-image, ``h`` in units of
+    ``sigma``) followed by the Rician bias correction; per last-axis slice, or with ``volume`` over
+    the whole 3D image at once (3D patches: the neighbouring slices take part)."""
     from skimage.restoration import denoise_nl_means
 
+    def nlm(image: np.ndarray) -> np.ndarray:
+        return denoise_nl_means(image, h=h * sigma, sigma=sigma, fast_mode=True, patch_size=patch_size,
+                                patch_distance=patch_distance)
+
+    if volume and noisy.ndim == 3:
+        return rician_bias_corrected(nlm(noisy), sigma)
     slices = noisy[..., None] if noisy.ndim == 2 else noisy
-    out = np.stack([denoise_nl_means(slices[..., k], h=h * sigma, sigma=sigma, fast_mode=True, patch_size=patch_size,
-                                     patch_distance=patch_distance) for k in range(slices.shape[-1])], axis=-1)
+    out = np.stack([nlm(slices[..., k]) for k in range(slices.shape[-1])], axis=-1)
     out = rician_bias_corrected(out, sigma)
     return out[..., 0] if noisy.ndim == 2 else out
 
@@ -124,3 +130,14 @@ def bm3d_rician(noisy: np.ndarray, sigma: float, strength: float = 1.0) -> np.nd
                     for k in range(slices.shape[-1])], axis=-1)
     out = rician_bias_corrected(out, sigma)
     return out[..., 0] if noisy.ndim == 2 else out
+
+
+def bm4d_rician(noisy: np.ndarray, sigma: float, strength: float = 1.0) -> np.ndarray | None:
+    """BM4D (the ``bm4d`` package: BM3D's sibling for volumes, 3D blocks over the whole 3D image,
+    noise level ``strength * sigma``) followed by the Rician bias correction; ``None`` when ``bm4d``
+    is not installed."""
+    try:
+        import bm4d
+    except ImportError:
+        return None
+    return rician_bias_corrected(bm4d.bm4d(np.asarray(noisy, np.float64), strength * sigma), sigma)
