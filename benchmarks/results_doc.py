@@ -46,11 +46,11 @@ marked `+dirty` ran with uncommitted changes in the working tree.
   training slabs, a validation slab and a test slab (`data.validation`, `data.test`). Intensity
   statistics come from the training part only. This is one anatomy: a model trained and tested on
   it says little about another patient's scan, and the numbers below are about this template.
-- **Choices on validation only.** Baseline parameters (NLM's h, BM3D's noise level) and sampling
-  settings (sampler, steps, ensemble, flips) are compared on the validation slab; the test slab is
-  scored once per shipped config with its own defaults. The configs' training values were set
-  before this protocol existed, on a slab that overlaps today's test slab; their sampling settings
-  are checked again on validation below.
+- **Choices on validation only.** Baseline parameters (NLM's h and search distance, the noise
+  level of BM3D and BM4D) and sampling settings (sampler, steps, ensemble, flips) are compared on
+  the validation slab; the test slab is scored once per shipped config with its own defaults.
+  The configs' training values were set before this protocol existed, on a slab that overlaps
+  today's test slab; their sampling settings are checked again on validation below.
 - **Scoring.** {psnr}; {ssim}. Each part is restored with up to 16 slices of degraded input on
   either side (as in a whole scan) and scored on its slab only, one value per slice.
 - **Intervals.** Mean over seeds x slices with a 95% interval from a two-level bootstrap (seeds,
@@ -61,9 +61,9 @@ marked `+dirty` ran with uncommitted changes in the working tree.
   medsynth[bench]`) slice by slice, and their volume forms over the whole stack: `nlm3d` (3D
   patches and search window) and `bm4d` (the `bm4d` package); each with the Rician bias
   correction `sqrt(max(x^2 - 2 sigma^2, 0))`. A 2D model restores slice by slice; the volume
-  baselines also draw on the neighbouring slices, as a user with a 3D scan can. The cubic spline between
-  thick-slice centres; `l1` is the GAN's generator trained with plain L1 on the same data and
-  steps (what the adversarial part adds).
+  baselines also draw on the neighbouring slices, as a user with a 3D scan can. Super-resolution:
+  the cubic spline between thick-slice centres. `l1` is the GAN's generator trained with plain
+  L1 on the same data and steps (what the adversarial part adds).
 - **Self-supervised** (`self_l1`, `self_gan`, `self_diffusion`: `--self`, `benchmarks/self_supervised.py`).
   Each is trained on the degraded stack it restores (the same voxels every other method gets) and
   never sees a clean voxel; the default family of each job is the one chosen on validation
