@@ -140,4 +140,5 @@ def bm4d_rician(noisy: np.ndarray, sigma: float, strength: float = 1.0) -> np.nd
         import bm4d
     except ImportError:
         return None
-    return rician_bias_corrected(bm4d.bm4d(np.asarray(noisy, np.float64), strength * sigma), sigma)
+    out = bm4d.bm4d(np.asarray(noisy, np.float64), strength * sigma).reshape(np.shape(noisy))  # 2D: (X, Y, 1) back
+    return rician_bias_corrected(out, sigma)

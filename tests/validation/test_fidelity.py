@@ -51,6 +51,7 @@ def test_bm4d_baseline_denoises_a_volume():
     clean = np.repeat((np.outer(np.sin(3 * x), np.cos(2 * x)) * 0.4 + 0.5)[..., None], 8, axis=-1)
     noisy = clean + rng.normal(0, 0.05, clean.shape)
     assert psnr(bm4d_rician(noisy, 0.05), clean) > psnr(noisy, clean) + 6
+    assert bm4d_rician(noisy[..., 0], 0.05).shape == (32, 32)  # a 2D image keeps its shape
 
 
 def test_rician_bias_correction_removes_the_noise_floor():
