@@ -18,6 +18,8 @@ installed), and for super-resolution the cubic spline between thick-slice centre
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from monai.metrics import PSNRMetric, SSIMMetric
@@ -99,6 +101,13 @@ def rician_bias_corrected(estimate: np.ndarray, sigma: float) -> np.ndarray:
     return np.sqrt(np.maximum(estimate**2 - 2.0 * sigma**2, 0.0)).astype(np.float32)
 
 
+def _per_slice(denoise: Callable[[np.ndarray], np.ndarray], noisy: np.ndarray) -> np.ndarray:
+    """``denoise`` applied to each last-axis slice of a volume (or to a 2D image), stacked back."""
+    if noisy.ndim == 2:
+        return denoise(noisy)
+    return np.stack([denoise(noisy[..., k]) for k in range(noisy.shape[-1])], axis=-1)
+
+
 def nlm_rician(noisy: np.ndarray, sigma: float, h: float = 0.8, patch_size: int = 5,
                patch_distance: int = 6, volume: bool = False) -> np.ndarray:
     """The denoising baseline a user would pick: non-local means (scikit-image, ``h`` in units of
@@ -110,12 +119,8 @@ def nlm_rician(noisy: np.ndarray, sigma: float, h: float = 0.8, patch_size: int 
         return denoise_nl_means(image, h=h * sigma, sigma=sigma, fast_mode=True, patch_size=patch_size,
                                 patch_distance=patch_distance)
 
-    if volume and noisy.ndim == 3:
-        return rician_bias_corrected(nlm(noisy), sigma)
-    slices = noisy[..., None] if noisy.ndim == 2 else noisy
-    out = np.stack([nlm(slices[..., k]) for k in range(slices.shape[-1])], axis=-1)
-    out = rician_bias_corrected(out, sigma)
-    return out[..., 0] if noisy.ndim == 2 else out
+    out = nlm(noisy) if volume and noisy.ndim == 3 else _per_slice(nlm, noisy)
+    return rician_bias_corrected(out, sigma)
 
 
 def bm3d_rician(noisy: np.ndarray, sigma: float, strength: float = 1.0) -> np.ndarray | None:
@@ -125,11 +130,8 @@ def bm3d_rician(noisy: np.ndarray, sigma: float, strength: float = 1.0) -> np.nd
         import bm3d
     except ImportError:
         return None
-    slices = noisy[..., None] if noisy.ndim == 2 else noisy
-    out = np.stack([bm3d.bm3d(slices[..., k].astype(np.float64), strength * sigma)
-                    for k in range(slices.shape[-1])], axis=-1)
-    out = rician_bias_corrected(out, sigma)
-    return out[..., 0] if noisy.ndim == 2 else out
+    out = _per_slice(lambda image: bm3d.bm3d(image.astype(np.float64), strength * sigma), noisy)
+    return rician_bias_corrected(out, sigma)
 
 
 def bm4d_rician(noisy: np.ndarray, sigma: float, strength: float = 1.0) -> np.ndarray | None:
