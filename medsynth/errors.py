@@ -16,6 +16,10 @@ class MedsynthError(Exception):
     """
 
 
+class Interrupted(MedsynthError):
+    """Ctrl-C at a clean point; the message says how to go on (the CLI exits with 130, as for any interrupt)."""
+
+
 def describe(err: BaseException, limit: int = 200) -> str:
     """The first line of a third-party exception, for use inside a one-line error: whole sentences
     up to ``limit`` characters, or the first sentence cut at a word and marked with an ellipsis."""

@@ -7,8 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from medsynth.cli.common import Interrupted, command
+from medsynth.cli.common import command
 from medsynth.cli.convert import Format, Layout
+from medsynth.errors import Interrupted
 
 SAMPLING_HELP = "Diffusion models only (GANs ignore it with a note)"
 

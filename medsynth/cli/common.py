@@ -11,13 +11,9 @@ from typing import Any, TypeVar
 
 import typer
 
-from medsynth.errors import MedsynthError, display
+from medsynth.errors import Interrupted, MedsynthError, display
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class Interrupted(MedsynthError):
-    """Ctrl-C in a command that says how to go on (exit code 130, as for any interrupt)."""
 
 
 def one_line(text: str) -> str:

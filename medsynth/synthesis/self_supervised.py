@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsynth.errors import MedsynthError, display
+from medsynth.errors import Interrupted, MedsynthError, display
 from medsynth.io import ImageSource, MedicalImage
 from medsynth.io.files import check_separate, is_inside
 from medsynth.synthesis.apply import TrainedModel, ras_spacing, to_ras
@@ -106,10 +107,13 @@ def self_config(image: MedicalImage, source: ImageSource, job: str, training: Se
     assumed (axes, factor, slice profile).
 
     Raises:
-        MedsynthError: a 2D image, or (super-resolution) a scan with no thick axis.
+        MedsynthError: a 2D image, a constant one, or (super-resolution) a scan with no thick axis.
     """
     if image.array.ndim != 3 or min(image.array.shape) < 2:
         raise MedsynthError(f"{image.name}: a 2D image; --self needs a 3D scan")
+    if not np.ptp(image.array) > 0:
+        raise MedsynthError(f"{image.name}: every voxel is {image.array.flat[0]:g}; a constant scan has nothing for "
+                            "--self to learn from")
     spacing = ras_spacing(image, to_ras(image)[1])
     thick = int(np.argmax(spacing))
     in_plane = [a for a in range(3) if a != thick]
@@ -178,9 +182,21 @@ def check_keep_model(training: SelfTraining, input_path: Path, output_path: Path
 
 @contextlib.contextmanager
 def self_run_dir(training: SelfTraining, source: ImageSource, count: int) -> Iterator[Path]:
-    """The run directory of one scan's model: under ``--keep-model`` (kept), else a temporary one."""
+    """The run directory of one scan's model: under ``--keep-model`` (kept), else a temporary one.
+
+    A kept run that fails or is interrupted is removed (its folder was new or empty), so the same
+    command can be run again and no half-trained model is left to be mistaken for a finished one.
+    """
     if training.keep_model is not None:
-        yield Path(training.keep_model) if count == 1 else Path(training.keep_model) / source.name
+        run = Path(training.keep_model) if count == 1 else Path(training.keep_model) / source.name
+        existed = run.exists()
+        try:
+            yield run
+        except BaseException:
+            shutil.rmtree(run, ignore_errors=True)
+            if existed:
+                run.mkdir(exist_ok=True)
+            raise
         return
     with tempfile.TemporaryDirectory(prefix="medsynth-self-") as folder:
         yield Path(folder) / "run"
@@ -191,8 +207,12 @@ def train_self(image: MedicalImage, source: ImageSource, job: str, training: Sel
     """Train ``image``'s own model into ``run_dir`` (within ``training.minutes``) and load it."""
     config, account = self_config(image, source, job, training, factor)
     log.info("%s: %s", image.name, account)
-    summary = Trainer(config, run_dir, device=device, progress=progress, time_limit=training.minutes * 60,
-                      sources=[source]).fit()
+    try:
+        summary = Trainer(config, run_dir, device=device, progress=progress, time_limit=training.minutes * 60,
+                          sources=[source]).fit()
+    except Interrupted:  # a --self run cannot be resumed: nothing of it is kept
+        raise Interrupted(f"{image.name}: interrupted while training its --self model; nothing was written for it "
+                          "(outputs of earlier scans are complete)") from None
     log.info("%s: trained a %s model for %d steps in %.0f s", image.name, training.family or SELF_DEFAULT_FAMILY[job],
              summary["steps"],
              summary["seconds_this_session"])

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from medsynth.device import resolve_device
-from medsynth.errors import MedsynthError, display
+from medsynth.errors import Interrupted, MedsynthError, display
 from medsynth.io import ImageSource
 from medsynth.io.files import check_no_escape, check_separate, is_bookkeeping, remove_leftovers
 from medsynth.models import SampleOptions, StepContext, Synthesizer, build_synthesizer, split_options
@@ -339,7 +339,7 @@ class Trainer:
                         if not saved and main:
                             self._save(done, seconds)
                         ranks.barrier()
-                        raise MedsynthError(f"interrupted; checkpoint saved at step {done} in {self.run.path}; "
+                        raise Interrupted(f"interrupted; checkpoint saved at step {done} in {self.run.path}; "
                                             "continue with the same command and --resume")
                     if (self.time_limit is not None and done < train.steps
                             and ranks.any(time.perf_counter() - began > self.time_limit)):

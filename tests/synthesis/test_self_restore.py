@@ -84,11 +84,13 @@ def test_self_refuses_bad_requests_and_writes_nothing(scans, tmp_path):
     write_nifti(isotropic, tmp_path / "iso.nii.gz")
     flat = MedicalImage(np.random.default_rng(0).random((40, 40)).astype(np.float32), np.eye(4), {})
     write_nifti(flat, tmp_path / "flat.nii.gz")
+    write_nifti(MedicalImage(np.zeros((40, 40, 12), np.float32), np.eye(4), {}), tmp_path / "blank.nii.gz")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("taken")
     cases = [
         (["super-resolve", tmp_path / "iso.nii.gz", tmp_path / "o1.nii.gz", "--self"], "no thick axis"),
         (["denoise", tmp_path / "flat.nii.gz", tmp_path / "o2.nii.gz", "--self"], "2D image"),
+        (["denoise", tmp_path / "blank.nii.gz", tmp_path / "o11.nii.gz", "--self"], "constant scan"),
         (["denoise", scans / "noisy.nii.gz", tmp_path / "o3.nii.gz", "--self", "--model", tmp_path], "not both"),
         (["denoise", scans / "noisy.nii.gz", tmp_path / "o4.nii.gz"], "not both or neither"),
         (["denoise", scans / "noisy.nii.gz", tmp_path / "o5.nii.gz", "--self", "--family", "vae"], "unknown"),
@@ -107,6 +109,29 @@ def test_self_refuses_bad_requests_and_writes_nothing(scans, tmp_path):
         assert problem in result.stderr, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not list(tmp_path.glob("o*")) and not (scans / "k").exists()
+
+
+@pytest.mark.parametrize("existed", [False, True])
+def test_an_interrupted_self_run_keeps_no_half_trained_model_and_writes_nothing(scans, tmp_path, monkeypatch,
+                                                                                 existed):
+    """Ctrl-C during --self training: exit 130, a message that does not offer a --resume the command
+    lacks, no output, and the --keep-model folder as it was (so the same command runs again)."""
+    from medsynth.errors import Interrupted
+    from medsynth.training import Trainer
+
+    def interrupted(self):
+        (self.run.path / "checkpoints").mkdir(parents=True, exist_ok=True)  # as a real run leaves it
+        raise Interrupted(f"interrupted; checkpoint saved at step 1 in {self.run.path}; continue with --resume")
+
+    keep = tmp_path / "model"
+    if existed:
+        keep.mkdir()
+    monkeypatch.setattr(Trainer, "fit", interrupted)
+    result = _self("denoise", scans / "noisy.nii.gz", tmp_path / "o.nii.gz", "--keep-model", str(keep))
+    assert result.exit_code == 130
+    assert "interrupted while training its --self model" in result.stderr and "--resume" not in result.stderr
+    assert not (tmp_path / "o.nii.gz").exists()
+    assert keep.exists() == existed and (not existed or not any(keep.iterdir()))
 
 
 def test_time_limit_stops_training_early_with_a_warning(scans, tmp_path, caplog):
