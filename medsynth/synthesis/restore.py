@@ -41,6 +41,7 @@ from medsynth.synthesis.apply import (
 from medsynth.synthesis.self_supervised import (
     SelfTraining,
     check_keep_model,
+    check_self_scans,
     self_run_dir,
     train_self,
 )
@@ -109,6 +110,8 @@ def restore(
     if self_training is not None:
         self_training.check()
         check_keep_model(self_training, input_path, output_path, len(sources))
+        if len(sources) > 1:  # one scan is checked as its training starts
+            check_self_scans(sources, job, self_training, factor)
         trained = None
     else:
         trained = model if isinstance(model, TrainedModel) else TrainedModel.load(model, device)

@@ -26,6 +26,7 @@ from medsynth.io.files import check_separate, is_inside
 from medsynth.synthesis.apply import TrainedModel, ras_spacing, to_ras
 from medsynth.training import Trainer
 from medsynth.training.experiment import ExperimentConfig, experiment_from_dict
+from medsynth.training.self_supervised import self_supervised_sources
 
 log = logging.getLogger("medsynth")
 #: ``--family`` choices: the conditional GAN, the conditional diffusion model and the GAN's generator
@@ -180,6 +181,14 @@ def check_keep_model(training: SelfTraining, input_path: Path, output_path: Path
         log.info("%d scans: one model each, kept in %s/<scan name>", count, display(keep))
 
 
+def check_self_scans(sources: list[ImageSource], job: str, training: SelfTraining, factor: int | None = None) -> None:
+    """Refuse a folder holding a scan that ``--self`` cannot train on (2D, constant, no thick axis,
+    too small for pairs) before any training starts, not after minutes spent on the scans before it."""
+    for source in sources:
+        config, _ = self_config(source.read(), source, job, training, factor)
+        self_supervised_sources(config, [source])
+
+
 @contextlib.contextmanager
 def self_run_dir(training: SelfTraining, source: ImageSource, count: int) -> Iterator[Path]:
     """The run directory of one scan's model: under ``--keep-model`` (kept), else a temporary one.
@@ -220,4 +229,4 @@ def train_self(image: MedicalImage, source: ImageSource, job: str, training: Sel
 
 
 __all__ = ["DEFAULT_MINUTES", "SELF_DEFAULT_FAMILY", "SELF_FAMILIES", "SELF_MODELS", "SelfTraining", "check_keep_model",
-           "self_config", "self_run_dir", "slice_thickness_mm", "train_self"]
+           "check_self_scans", "self_config", "self_run_dir", "slice_thickness_mm", "train_self"]

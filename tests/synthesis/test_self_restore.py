@@ -111,6 +111,21 @@ def test_self_refuses_bad_requests_and_writes_nothing(scans, tmp_path):
     assert not list(tmp_path.glob("o*")) and not (scans / "k").exists()
 
 
+def test_a_folder_with_a_scan_self_cannot_use_is_refused_before_any_training(scans, tmp_path, monkeypatch):
+    import shutil
+
+    from medsynth.training import Trainer
+
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    shutil.copy(scans / "noisy.nii.gz", folder / "a.nii.gz")  # fine, and first in order
+    write_nifti(MedicalImage(np.ones((40, 40, 12), np.float32), np.eye(4), {}), folder / "b.nii.gz")
+    monkeypatch.setattr(Trainer, "fit", lambda self: pytest.fail("training started"))
+    result = _self("denoise", folder, tmp_path / "out")
+    assert result.exit_code == 1 and "b: every voxel is 1; a constant scan" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("existed", [False, True])
 def test_an_interrupted_self_run_keeps_no_half_trained_model_and_writes_nothing(scans, tmp_path, monkeypatch,
                                                                                  existed):
