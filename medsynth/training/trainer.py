@@ -340,7 +340,7 @@ class Trainer:
                             self._save(done, seconds)
                         ranks.barrier()
                         raise Interrupted(f"interrupted; checkpoint saved at step {done} in {self.run.path}; "
-                                            "continue with the same command and --resume")
+                                          "continue with the same command and --resume")
                     if (self.time_limit is not None and done < train.steps
                             and ranks.any(time.perf_counter() - began > self.time_limit)):
                         if not saved and main:
